@@ -1,0 +1,35 @@
+"""PyTorch's default initial weights, drawn with numpy, so both frameworks start from the same state.
+
+``torch.nn.Linear.reset_parameters`` uses ``kaiming_uniform_(weight, a=sqrt(5))``, i.e.
+U(-b, b) with b = gain * sqrt(3 / fan_in), gain = sqrt(2 / (1 + a^2)) = sqrt(1/3)  ->  b = 1/sqrt(fan_in);
+the bias is U(-1/sqrt(fan_in), 1/sqrt(fan_in)) too. A model initialised here is distributed exactly
+like one built by the tutorial code; the values come from numpy's PCG64 so they do not depend on either
+framework's RNG. Draw order: parameters in ``spec.param_shapes()`` order, one generator per seed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .spec import Linear, ModelSpec, SpecError
+
+
+def linear_bound(fan_in: int) -> float:
+    return 1.0 / math.sqrt(fan_in)
+
+
+def init_state_dict(spec: ModelSpec, seed: int, dtype="float32") -> dict[str, np.ndarray]:
+    """A canonical state dict (torch names and layout) with PyTorch's default distributions."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), 0x1A17])))
+    out: dict[str, np.ndarray] = {}
+    for part in ("encoder", "decoder"):
+        for i, layer in enumerate(getattr(spec, part)):
+            if isinstance(layer, Linear):
+                bound = linear_bound(layer.in_features)
+                for pname, shape in layer.param_shapes().items():
+                    out[f"{part}.{i}.{pname}"] = rng.uniform(-bound, bound, size=shape).astype(dtype)
+            elif layer.param_shapes():
+                raise SpecError(f"no default initialiser for layer kind {layer.kind!r}")
+    return out

@@ -1,0 +1,157 @@
+"""NNX <-> canonical (PyTorch) state dicts, through ONE table of layout rules.
+
+Every NNX module type that holds variables has one entry in :data:`RULES`: which NNX attribute is
+which torch parameter, and how the array is laid out on each side. A module's torch name comes from
+its path in the module tree, with ``nnx.Sequential``'s ``layers`` hop dropped (torch's
+``nn.Sequential`` names children ``0, 1, ...`` directly)::
+
+    NNX  encoder.layers.0.kernel  (in, out)   <->   torch  encoder.0.weight  (out, in)
+
+Nothing here is per-model: any module tree made of ruled layer types converts, including
+user-written modules with nested submodules. A module type that holds variables but has no rule is an
+error, never a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ae_core.weights import StateDictError, check_state_dict
+
+
+def _identity(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _transpose(a: np.ndarray) -> np.ndarray:
+    return a.T
+
+
+@dataclass(frozen=True)
+class ParamRule:
+    """One variable: NNX attribute ``nnx_name`` <-> torch parameter ``torch_name``."""
+
+    nnx_name: str
+    torch_name: str
+    to_torch: Callable[[np.ndarray], np.ndarray] = _identity
+    from_torch: Callable[[np.ndarray], np.ndarray] = _identity
+    layout: str = "same layout"
+
+
+# The table. Linear: flax kernel is (in, out) = torch weight.T (out, in)  [PORTING-PITFALLS 1].
+RULES: dict[type, tuple[ParamRule, ...]] = {
+    nnx.Linear: (
+        ParamRule("kernel", "weight", _transpose, _transpose, "kernel (in, out) = weight.T"),
+        ParamRule("bias", "bias"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One model variable bound to its canonical name."""
+
+    name: str  # torch name, e.g. "encoder.0.weight"
+    nnx_path: str  # e.g. "encoder.layers.0.kernel"
+    module: nnx.Module
+    rule: ParamRule
+
+    @property
+    def variable(self) -> nnx.Variable:
+        return getattr(self.module, self.rule.nnx_name)
+
+    def torch_shape(self) -> tuple[int, ...]:
+        v = self.variable
+        # a zero-stride view: transposes the shape without touching data
+        return tuple(self.rule.to_torch(np.broadcast_to(np.empty((), v.dtype), v.shape)).shape)
+
+
+class LoadResult(NamedTuple):
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _torch_path(model: nnx.Module, path: tuple) -> list[str]:
+    parts, obj = [], model
+    for p in path:
+        if isinstance(obj, nnx.Sequential) and p == "layers":
+            obj = obj.layers
+            continue
+        obj = obj[p] if isinstance(p, int) else getattr(obj, p)
+        parts.append(str(p))
+    return parts
+
+
+def bindings(model: nnx.Module) -> list[Binding]:
+    """Every variable of ``model`` with its canonical name, via the rule table."""
+    out: list[Binding] = []
+    seen: dict[str, str] = {}
+    for path, module in nnx.iter_modules(model):
+        own_vars = [k for k, v in vars(module).items() if isinstance(v, nnx.Variable)]
+        rules = RULES.get(type(module))
+        if rules is None:
+            if own_vars:
+                where = ".".join(map(str, path)) or "<root>"
+                raise TypeError(f"no conversion rule for {type(module).__name__} at {where} "
+                                f"(it holds variables {own_vars}); add one to ae_jax.convert.RULES")
+            continue
+        prefix = _torch_path(model, path)
+        for rule in rules:
+            if getattr(module, rule.nnx_name, None) is None:  # e.g. use_bias=False
+                continue
+            name = ".".join(prefix + [rule.torch_name])
+            nnx_path = ".".join([*map(str, path), rule.nnx_name])
+            if name in seen:
+                raise TypeError(f"{nnx_path} and {seen[name]} both map to torch name {name!r}")
+            seen[name] = nnx_path
+            out.append(Binding(name, nnx_path, module, rule))
+    return out
+
+
+def expected_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
+    """Canonical names -> torch-layout shapes for ``model``."""
+    return {b.name: b.torch_shape() for b in bindings(model)}
+
+
+def state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
+    """``{torch name: numpy array in torch layout}``: what ``torch_model.load_state_dict`` takes."""
+    return {b.name: np.array(b.rule.to_torch(np.asarray(b.variable.get_value()))) for b in bindings(model)}
+
+
+def load_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], strict: bool = True) -> LoadResult:
+    """Load a canonical state dict (torch tensors or numpy arrays) into ``model``, in place.
+
+    Validates everything first and raises one :class:`StateDictError` listing every problem (missing or
+    unexpected keys when ``strict``, wrong shapes, non-float dtypes), in which case the model is left
+    exactly as it was. Values are cast to the model's parameter dtype, as ``torch``'s ``copy_`` does.
+    Unlike ``torch.nn.Module.load_state_dict``, which copies the matching tensors before it reports
+    size mismatches, nothing is assigned unless everything fits.
+    """
+    binds = bindings(model)
+    arrays = check_state_dict({b.name: b.torch_shape() for b in binds}, state_dict, strict=strict)
+    new_values = {}
+    for b in binds:
+        if b.name in arrays:
+            new_values[b.name] = jnp.asarray(b.rule.from_torch(arrays[b.name]), dtype=b.variable.dtype)
+    for b in binds:  # all converted: now assign (cannot fail half-way)
+        if b.name in new_values:
+            b.variable.set_value(new_values[b.name])
+    names = {b.name for b in binds}
+    return LoadResult(missing_keys=[n for n in names if n not in arrays],
+                      unexpected_keys=[k for k in state_dict if k not in names])
+
+
+def to_torch_layout(model: nnx.Module, tree: nnx.State) -> dict[str, np.ndarray]:
+    """A state shaped like ``model``'s parameters (e.g. gradients) as a canonical dict."""
+    shadow = nnx.clone(model)
+    nnx.update(shadow, tree)
+    return state_dict(shadow)
+
+
+__all__ = ["Binding", "LoadResult", "ParamRule", "RULES", "StateDictError", "bindings", "expected_shapes",
+           "load_state_dict", "state_dict", "to_torch_layout"]

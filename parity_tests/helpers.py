@@ -1,0 +1,25 @@
+"""Small shared test helpers (optax-style)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+
+def assert_trees_all_close(actual: Mapping, expected: Mapping, *, atol: float = 0.0, rtol: float = 0.0,
+                           exact: bool = False) -> None:
+    """Same keys, same shapes, values close (or bit-equal with ``exact``) leaf by leaf."""
+    assert sorted(actual) == sorted(expected), f"keys differ: {sorted(set(actual) ^ set(expected))}"
+    for k in expected:
+        a, e = np.asarray(actual[k]), np.asarray(expected[k])
+        assert a.shape == e.shape, f"{k}: shape {a.shape} != {e.shape}"
+        if exact:
+            assert a.dtype == e.dtype, f"{k}: dtype {a.dtype} != {e.dtype}"
+            np.testing.assert_array_equal(a, e, err_msg=k)
+        else:
+            np.testing.assert_allclose(a, e, atol=atol, rtol=rtol, err_msg=k)
+
+
+def to_numpy_dict(sd: Mapping) -> dict[str, np.ndarray]:
+    return {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)).copy() for k, v in sd.items()}

@@ -1,0 +1,72 @@
+"""Presets: the tutorials' architectures and names, loadable strictly in both frameworks."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import ae_jax
+import ae_torch
+from ae_core import PRESETS, Activation, Linear, ModelSpec, SpecError, get_spec, model_inputs
+from ae_jax.train import encode_decode
+
+from tutorial_models import TUTORIAL
+
+
+def test_every_preset_has_a_hand_written_tutorial_twin():
+    assert sorted(TUTORIAL) == sorted(PRESETS)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_tutorial_state_dict_loads_strictly_in_both_frameworks(preset, train):
+    torch.manual_seed(0)
+    tutorial = TUTORIAL[preset]().double()
+    sd = tutorial.state_dict()
+
+    tm = ae_torch.build(preset, dtype="float64")
+    tm.load_state_dict(sd, strict=True)  # torch's own strict loader
+    jm = ae_jax.build(preset, dtype="float64")
+    ae_jax.load_state_dict(jm, sd, strict=True)
+
+    x = model_inputs(get_spec(preset), train.images[:16], "float64")
+    with torch.no_grad():
+        expected = tutorial(torch.from_numpy(x)).numpy()
+        np.testing.assert_array_equal(tm(torch.from_numpy(x)).numpy(), expected)
+    _, got = encode_decode(jm, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_spec_param_shapes_are_torch_state_dict_shapes(preset):
+    tutorial = TUTORIAL[preset]()
+    assert get_spec(preset).param_shapes() == {k: tuple(v.shape) for k, v in tutorial.state_dict().items()}
+
+
+def test_spec_json_round_trip():
+    for spec in PRESETS.values():
+        assert ModelSpec.from_json(spec.to_json()) == spec
+
+
+def test_a_user_spec_builds_in_both_frameworks():
+    spec = ModelSpec("tiny", encoder=(Linear(784, 8), Activation("gelu")), decoder=(Linear(8, 784),))
+    tm, jm = ae_torch.build(spec, seed=3), ae_jax.build(spec, seed=3)
+    assert set(ae_jax.state_dict(jm)) == set(tm.state_dict()) == {"encoder.0.weight", "encoder.0.bias",
+                                                                  "decoder.0.weight", "decoder.0.bias"}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: ModelSpec("bad", encoder=(Linear(784, 10),), decoder=(Linear(12, 784),)), "decoder[0]"),
+    (lambda: ModelSpec("bad", encoder=(Linear(784, 10),), decoder=(Linear(10, 783),)), "decoder produces shape"),
+    (lambda: Activation("swish"), "unknown activation 'swish'"),
+    (lambda: Linear(0, 3), "Linear.in_features must be a positive int"),
+    (lambda: ModelSpec("bad", encoder=(), decoder=(Linear(10, 784),)), "at least one layer"),
+    (lambda: ModelSpec("bad", encoder=(Linear(784, 9),), decoder=(Linear(9, 784),), input="audio"),
+     "unknown input kind"),
+    (lambda: get_spec("mlp10"), "unknown preset 'mlp10'"),
+    (lambda: ae_torch.build("mlp9", dtype="float16"), "unsupported dtype"),
+    (lambda: ae_jax.build("mlp9", dtype="int32"), "unsupported dtype"),
+])
+def test_bad_specs_and_arguments_are_named(make, message):
+    with pytest.raises((SpecError, ValueError), match=None) as info:
+        make()
+    assert message in str(info.value)
