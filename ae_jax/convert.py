@@ -154,4 +154,19 @@ def to_torch_layout(model: nnx.Module, tree: nnx.State) -> dict[str, np.ndarray]
 
 
 __all__ = ["Binding", "LoadResult", "ParamRule", "RULES", "StateDictError", "bindings", "expected_shapes",
-           "load_state_dict", "state_dict", "to_torch_layout"]
+           "from_torch_layout", "load_state_dict", "state_dict", "to_torch_layout"]
+
+
+def from_torch_layout(model: nnx.Module, tensors: Mapping[str, Any]) -> nnx.State:
+    """A canonical dict (every parameter of ``model``) as an ``nnx.State`` shaped like the model's params.
+
+    The inverse of :func:`to_torch_layout`; used for optimizer state (Adam moments, momentum buffers).
+    """
+    params = {b.name for b in bindings(model) if isinstance(b.variable, nnx.Param)}
+    problems = [f"missing key {n!r}" for n in sorted(params - set(tensors))]
+    problems += [f"unexpected key {k!r}" for k in tensors if k not in params]
+    if problems:
+        raise StateDictError(problems, "optimizer state")
+    shadow = nnx.clone(model)
+    load_state_dict(shadow, tensors, strict=False)
+    return nnx.state(shadow, nnx.Param)

@@ -63,6 +63,14 @@ class Autoencoder(nnx.Module):
     def decode(self, z: jax.Array) -> jax.Array:
         return self.decoder(z)
 
+    def decode_logits(self, z: jax.Array) -> jax.Array:
+        """The decoder without its final Sigmoid (for BCE from logits)."""
+        if self.spec.decoder[-1] != Activation("sigmoid"):
+            raise ValueError(f"{self.spec.name}: the decoder does not end in a Sigmoid, it has no logits")
+        for layer in self.decoder.layers[:-1]:
+            z = layer(z)
+        return z
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.decode(self.encode(x))
 

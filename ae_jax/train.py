@@ -1,19 +1,72 @@
-"""JAX training pieces: pure, jit-compiled functions of (graphdef, state) (mirrors ae_torch/train.py)."""
+"""JAX training: pure, jit-compiled functions of (graphdef, state) (mirrors ae_torch/train.py).
+
+The model is split once (``nnx.split``) into a static graphdef and array state. A train step and a
+whole epoch (``jax.lax.scan`` over the epoch's batch indices) are ``jax.jit`` functions of arrays with
+the parameter and optimizer buffers donated; the dataset lives on the device as one array and each
+batch is gathered by index inside the compiled program. Same shapes every epoch -> one compilation.
+"""
 
 from __future__ import annotations
 
 import functools
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 from flax import nnx
 
+from ae_core import ModelSpec, epoch_batches, get_spec
+from ae_core.training import TrainConfig, check_loss, check_training_state
+
+from .convert import expected_shapes, load_state_dict, state_dict
 from .losses import LOSSES
+from .models import build
+from .numerics import jnp_dtype
+from .optim import load_optimizer_state, make_optimizer, optimizer_state
+
+
+# ---------------------------------------------------------------------------- pure functions ----
+def _loss(graphdef, loss_name, params, rest, x):
+    model = nnx.merge(graphdef, params, rest)
+    value = LOSSES[loss_name](model, x, x)
+    _, _, new_rest = nnx.split(model, nnx.Param, ...)  # e.g. BatchNorm statistics updated in the call
+    return value, new_rest
+
+
+def train_step(graphdef, tx: optax.GradientTransformation, loss_name: str, params, rest, opt_state, x):
+    """One optimizer step on batch ``x``: (params, rest, opt_state, loss)."""
+    (value, rest), grads = jax.value_and_grad(functools.partial(_loss, graphdef, loss_name), has_aux=True)(
+        params, rest, x)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), rest, opt_state, value
+
+
+def train_step_indexed(graphdef, tx, loss_name, params, rest, opt_state, data, idx):
+    """:func:`train_step` on the batch ``data[idx]`` (gathered inside the compiled program)."""
+    return train_step(graphdef, tx, loss_name, params, rest, opt_state, data[idx])
+
+
+def train_epoch(graphdef, tx, loss_name, params, rest, opt_state, data, batch_idx):
+    """A whole epoch as one ``lax.scan`` over ``batch_idx`` (steps, batch): gathers ``data[idx]`` per step."""
+
+    def body(carry, idx):
+        params, rest, opt_state = carry
+        params, rest, opt_state, value = train_step(graphdef, tx, loss_name, params, rest, opt_state, data[idx])
+        return (params, rest, opt_state), value
+
+    (params, rest, opt_state), losses = jax.lax.scan(body, (params, rest, opt_state), batch_idx)
+    return params, rest, opt_state, losses
+
+
+def eval_loss(graphdef, loss_name, params, rest, x):
+    return _loss(graphdef, loss_name, params, rest, x)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "loss"))
 def _loss_and_grad(graphdef, params, rest, x, target, *, loss):
     def loss_fn(p):
-        return LOSSES[loss](nnx.merge(graphdef, p, rest)(x), target)
+        return LOSSES[loss](nnx.merge(graphdef, p, rest), x, target)
 
     return jax.value_and_grad(loss_fn)(params)
 
@@ -36,3 +89,92 @@ def encode_decode(model: nnx.Module, x: jax.Array) -> tuple[jax.Array, jax.Array
     """Codes and reconstructions of one batch (jit-compiled)."""
     graphdef, state = nnx.split(model)
     return _encode_decode(graphdef, state, x)
+
+
+# ---------------------------------------------------------------------------------- Trainer ----
+class Trainer:
+    """Model state + optimizer state + device-resident data; the same methods as ``ae_torch.train.Trainer``.
+
+    ``train_epoch(epoch)`` runs the compiled whole-epoch scan (``mode="scan"``, default) or the
+    compiled single step in a Python loop (``mode="step"``); both donate their buffers.
+    ``precision`` is the matmul precision everything is traced with ("highest" for parity).
+    """
+
+    framework = "jax"
+
+    def __init__(self, spec: str | ModelSpec, config: TrainConfig, x_train, x_eval=None, *,
+                 precision: str = "highest", device: jax.Device | None = None):
+        self.spec, self.config = get_spec(spec), config
+        check_loss(self.spec, config.loss)
+        self.dtype = jnp_dtype(config.dtype)
+        self.precision = precision
+        self.tx = make_optimizer(config.optimizer)
+        model = build(self.spec, dtype=config.dtype, seed=config.seed)
+        self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.opt_state = self.tx.init(self.params)
+        put = functools.partial(jax.device_put, device=device)
+        self.x = put(jnp.asarray(x_train, dtype=self.dtype))
+        self.x_eval = None if x_eval is None else put(jnp.asarray(x_eval, dtype=self.dtype))
+        self.n = len(self.x)
+        self.step = 0
+        epoch_batches(config.seed, 0, self.n, config.batch_size)  # validates batch_size against n
+        static = (self.graphdef, self.tx, config.loss)
+        self._step_fn = jax.jit(functools.partial(train_step_indexed, *static), donate_argnums=(0, 1, 2))
+        self._epoch_fn = jax.jit(functools.partial(train_epoch, *static), donate_argnums=(0, 1, 2))
+        self._eval_fn = jax.jit(functools.partial(eval_loss, self.graphdef, config.loss))
+
+    @property
+    def model(self) -> nnx.Module:
+        """The current model (a fresh module over the current arrays)."""
+        return nnx.merge(self.graphdef, self.params, self.rest)
+
+    def steps_per_epoch(self) -> int:
+        return self.n // self.config.batch_size
+
+    def train_epoch(self, epoch: int, mode: str = "scan") -> np.ndarray:
+        """One epoch on ae_core's batch order for ``epoch``; the per-step losses (float64 numpy)."""
+        idx = epoch_batches(self.config.seed, epoch, self.n, self.config.batch_size)
+        with jax.default_matmul_precision(self.precision):
+            if mode == "scan":
+                self.params, self.rest, self.opt_state, losses = self._epoch_fn(
+                    self.params, self.rest, self.opt_state, self.x, idx)
+            elif mode == "step":
+                out = []
+                for row in idx:
+                    self.params, self.rest, self.opt_state, value = self._step_fn(
+                        self.params, self.rest, self.opt_state, self.x, row)
+                    out.append(value)
+                losses = jnp.stack(out)
+            else:
+                raise ValueError(f"unknown mode {mode!r}; expected 'scan' or 'step'")
+        self.step += len(idx)
+        return np.asarray(losses, dtype=np.float64)
+
+    def evaluate(self) -> float:
+        """Mean loss over the eval set (jit-compiled)."""
+        if self.x_eval is None:
+            raise ValueError("this trainer has no eval set (x_eval)")
+        with jax.default_matmul_precision(self.precision):
+            return float(self._eval_fn(self.params, self.rest, self.x_eval))
+
+    def compiled_count(self) -> dict[str, int]:
+        """How many programs each jitted function holds (1 after any number of epochs = no recompilation)."""
+        return {"epoch": self._epoch_fn._cache_size(), "step": self._step_fn._cache_size(),
+                "eval": self._eval_fn._cache_size()}
+
+    # -- state in canonical form ---------------------------------------------------------------------
+    def model_state(self) -> dict[str, np.ndarray]:
+        return state_dict(self.model)
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        return optimizer_state(self.opt_state, self.model, self.config.optimizer, self.step)
+
+    def load_state(self, model: dict, optim: dict, step: int) -> None:
+        """Resume from canonical state (written by either framework); validates before changing anything."""
+        current = self.model
+        check_training_state(expected_shapes(current), self.config.optimizer, model, optim, step)
+        opt_state = load_optimizer_state(self.tx.init(self.params), current, self.config.optimizer, optim, step)
+        load_state_dict(current, model)  # validates everything before assigning
+        _, self.params, self.rest = nnx.split(current, nnx.Param, ...)
+        self.opt_state = opt_state
+        self.step = step

@@ -1,6 +1,7 @@
 """``ae-parity``: the command line.
 
-Bad arguments print a clear message and exit with code 2; data/checkpoint problems exit with 1.
+Bad arguments print a clear message and exit with code 2; data/checkpoint problems and non-finite
+losses exit with 1.
 """
 
 from __future__ import annotations
@@ -8,49 +9,146 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ae_core import DTYPES, PRESETS, DEFAULT_PRESET
+from ae_core import DEFAULT_PRESET, DTYPES, PRESETS
 from ae_core.mnist import SOURCES
+from ae_core.optim import OPTIMIZERS, OptimizerConfig
+from ae_core.training import LOSSES
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse already exits 2; make the message name the command
+    def error(self, message):  # exit 2 with the command named
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {value}")
+        return value
+
+    return parse
+
+
+def _non_negative_float(text: str) -> float:
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+def _data_args(p):
     p.add_argument("--data", choices=SOURCES, default="auto",
                    help="MNIST source: full (download if absent), sample (offline 5k digits), auto (default)")
     p.add_argument("--data-dir", default=None, help="data folder (default: $AE_PARITY_DATA or ./data)")
+
+
+def _model_args(p, *, resumable: bool = False):
+    """Model/optimizer arguments. With ``resumable``, defaults are None so --resume can tell what was given."""
+    d = (lambda v: None) if resumable else (lambda v: v)
+    p.add_argument("--preset", choices=sorted(PRESETS), default=d(DEFAULT_PRESET))
+    p.add_argument("--batch-size", type=_positive(int), default=d(32))
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=d("adam"))
+    p.add_argument("--lr", type=_positive(float), default=d(1e-3))
+    p.add_argument("--weight-decay", type=_non_negative_float, default=None,
+                   help="default: torch's default for the optimizer (adam 0, adamw 1e-2, sgd 0)")
+    p.add_argument("--momentum", type=_non_negative_float, default=None, help="sgd only (default 0)")
+    p.add_argument("--nesterov", action="store_true", default=None, help="sgd with momentum only")
+    p.add_argument("--loss", choices=LOSSES, default=d("mse"),
+                   help="mse, or bce (from logits; needs a decoder ending in Sigmoid)")
+    p.add_argument("--seed", type=int, default=d(0))
+    p.add_argument("--dtype", choices=DTYPES, default=d("float32"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ae-parity", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    demo = sub.add_parser("demo", help="build a preset in both frameworks from the same weights; print parity")
-    demo.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
-    demo.add_argument("--batch-size", type=_positive_int, default=64)
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser("demo", help="train a preset in both frameworks from the same start; table and pictures")
+    _model_args(demo)
+    demo.add_argument("--epochs", type=_positive(int), default=10)
+    demo.set_defaults(lr=3e-3)
+    demo.add_argument("--limit", type=_positive(int), default=None, help="train on the first N examples only")
+    demo.add_argument("--out", default="runs/demo", help="where checkpoints, metrics and pictures go")
     _data_args(demo)
 
-    par = sub.add_parser("parity", help="forward / loss / gradient parity table for a preset and dtype")
-    par.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
-    par.add_argument("--dtype", choices=DTYPES, default="float32")
-    par.add_argument("--batch-size", type=_positive_int, default=64)
-    par.add_argument("--seed", type=int, default=0)
+    train = sub.add_parser("train", help="train one framework; checkpoint, metrics.json, TensorBoard scalars")
+    train.add_argument("--framework", choices=("jax", "torch"), default="jax")
+    _model_args(train, resumable=True)
+    train.add_argument("--epochs", type=_positive(int), default=None, help="total epochs (default 10)")
+    train.add_argument("--limit", type=_positive(int), default=None, help="train on the first N examples only")
+    dest = train.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--out", help="run directory (new run)")
+    dest.add_argument("--resume", metavar="DIR", help="continue the run in DIR (written by either framework)")
+    train.add_argument("--torch-impl", choices=("default", "single", "foreach", "fused"), default="default",
+                       help="torch optimizer implementation")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _data_args(train)
+
+    par = sub.add_parser("parity", help="forward / loss / gradient / optimizer-step parity table")
+    _model_args(par)
     _data_args(par)
     return parser
+
+
+def optimizer_config(args, base: OptimizerConfig | None = None) -> OptimizerConfig:
+    """From the arguments given (None = not given: OptimizerConfig's defaults, or ``base``'s on resume)."""
+    fields = {"name": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
+              "momentum": args.momentum, "nesterov": args.nesterov}
+    given = {k: v for k, v in fields.items() if v is not None}
+    return OptimizerConfig(**{**(vars(base) if base is not None else {}), **given})
+
+
+def _train(args) -> int:
+    from ae_core import get_spec
+    from ae_core.training import CHECKPOINT_FORMAT, TrainConfig, load_checkpoint
+
+    from .runner import CHECKPOINT, load_data, train_run
+
+    if args.resume:
+        from pathlib import Path
+
+        ckpt = load_checkpoint(Path(args.resume) / CHECKPOINT)
+        saved = ckpt.config
+        conflicts = []
+        for name, value, was in (("preset", args.preset, ckpt.spec.name), ("dtype", args.dtype, saved.dtype),
+                                 ("batch-size", args.batch_size, saved.batch_size), ("seed", args.seed, saved.seed),
+                                 ("loss", args.loss, saved.loss)):
+            if value is not None and value != was:
+                conflicts.append(f"--{name} {value} (the run has {was})")
+        opt = optimizer_config(args, saved.optimizer)
+        if opt != saved.optimizer:
+            conflicts.append(f"optimizer {opt.to_json()} (the run has {saved.optimizer.to_json()})")
+        if conflicts:
+            raise ValueError(f"--resume {args.resume}: checkpoint ({CHECKPOINT_FORMAT}) conflicts with "
+                             + "; ".join(conflicts))
+        spec = ckpt.spec
+        config = TrainConfig(epochs=args.epochs or saved.epochs, batch_size=saved.batch_size, optimizer=saved.optimizer,
+                             loss=saved.loss, seed=saved.seed, dtype=saved.dtype)
+        out = args.resume
+    else:
+        spec = get_spec(args.preset or DEFAULT_PRESET)
+        config = TrainConfig(epochs=args.epochs or 10, batch_size=args.batch_size or 32,
+                             optimizer=optimizer_config(args),
+                             loss=args.loss or "mse", seed=0 if args.seed is None else args.seed,
+                             dtype=args.dtype or "float32")
+        out = args.out
+    data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
+    kwargs = {"impl": args.torch_impl} if args.framework == "torch" else {}
+    metrics = train_run(args.framework, spec, config, out, data=data, resume=bool(args.resume),
+                        progress=not args.no_progress, trainer_kwargs=kwargs, log=lambda m: print(m, file=sys.stderr))
+    last = metrics["epochs"][-1]
+    print(f"{args.framework} {spec.name}: {last['epoch']} epochs, train loss {last['train_loss']:.6f}, "
+          f"eval loss {last['eval_loss']:.6f}")
+    print(f"wrote {out}/checkpoint.safetensors, {out}/metrics.json, {out}/tensorboard/")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     from ae_core.mnist import MnistFileError, MnistUnavailableError
     from ae_core.weights import CheckpointError, StateDictError
 
+    from .runner import NonFiniteLossError
+
     try:
+        if args.command == "train":
+            return _train(args)
+        args.optimizer_config = optimizer_config(args)
         if args.command == "demo":
             from .demo import run_demo
 
@@ -66,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "parity":
             from .demo import run_parity
 
-            return run_parity(args, dtypes=[args.dtype])
-    except (MnistFileError, MnistUnavailableError, CheckpointError, StateDictError) as e:
+            return run_parity(args)
+    except (MnistFileError, MnistUnavailableError, CheckpointError, StateDictError, NonFiniteLossError) as e:
         print(f"ae-parity: error: {e}", file=sys.stderr)
         return 1
-    except ValueError as e:  # an argument that parses but cannot work (e.g. batch larger than the data)
+    except ValueError as e:  # arguments that parse but cannot work together
         print(f"ae-parity {args.command}: error: {e}", file=sys.stderr)
         return 2
     raise AssertionError(args.command)

@@ -49,6 +49,12 @@ class Autoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder without its final Sigmoid (for BCE from logits)."""
+        if not isinstance(self.decoder[-1], nn.Sigmoid):
+            raise ValueError(f"{self.spec.name}: the decoder does not end in a Sigmoid, it has no logits")
+        return self.decoder[:-1](z)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 

@@ -1,18 +1,125 @@
-"""Reference PyTorch training pieces (mirrors ae_jax/train.py)."""
+"""The reference PyTorch training loop, in the tutorials' style (mirrors ae_jax/train.py).
+
+``Trainer`` holds a model and its optimizer; ``train_epoch(epoch)`` runs one epoch over the batches
+``ae_core.epoch_batches(seed, epoch, ...)`` -- from the tensor-resident dataset (fast path) or through a
+torchvision ``DataLoader`` (the tutorials' path, kept for comparison) -- and returns the per-step losses.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from ae_core import ModelSpec, epoch_batches, get_spec
+from ae_core.training import TrainConfig, check_loss, check_training_state
+
 from .losses import LOSSES
+from .models import TORCH_DTYPES, build
+from .optim import load_optimizer_state, make_optimizer, optimizer_state
+from .weights import load_state_dict, state_dict
 
 
 def loss_and_grad(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None = None,
                   loss: str = "mse") -> tuple[float, dict[str, torch.Tensor]]:
     """The loss of one batch and ``{parameter name: gradient}``; the model's .grad fields are left clear."""
     model.zero_grad(set_to_none=True)
-    value = LOSSES[loss](model(x), x if target is None else target)
+    value = LOSSES[loss](model, x, x if target is None else target)
     value.backward()
     grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     return value.item(), grads
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """A DataLoader ``batch_sampler`` yielding ae_core's batches, so the DataLoader sees the same batches."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+
+    def __iter__(self):
+        yield from epoch_batches(self.seed, self.epoch, self.n, self.batch_size).tolist()
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+
+class Trainer:
+    """Model + optimizer + data; the same methods as ``ae_jax.train.Trainer``.
+
+    ``x_train``: model inputs (N, *input_shape) as numpy or a tensor; or ``dataset``: a torchvision
+    dataset yielding ``(input, label)`` (the DataLoader path). ``impl`` picks torch's optimizer
+    implementation (default / single / foreach / fused).
+    """
+
+    framework = "torch"
+
+    def __init__(self, spec: str | ModelSpec, config: TrainConfig, x_train=None, x_eval=None, *,
+                 dataset=None, impl: str = "default", device=None, num_workers: int = 0):
+        self.spec, self.config = get_spec(spec), config
+        check_loss(self.spec, config.loss)
+        if (x_train is None) == (dataset is None):
+            raise ValueError("give exactly one of x_train (tensor-resident data) and dataset (DataLoader path)")
+        dtype = TORCH_DTYPES[config.dtype]
+        self.model = build(self.spec, dtype=config.dtype, seed=config.seed, device=device)
+        self.opt = make_optimizer(self.model, config.optimizer, impl)
+        self.loss_fn = LOSSES[config.loss]
+        self.step = 0
+        if dataset is not None:
+            self.n = len(dataset)
+            self.sampler = EpochBatchSampler(self.n, config.batch_size, config.seed)
+            self.loader = torch.utils.data.DataLoader(dataset, batch_sampler=self.sampler, num_workers=num_workers)
+            self.x = None
+        else:
+            self.x = torch.as_tensor(x_train).to(device=device, dtype=dtype)
+            self.n = len(self.x)
+        self.x_eval = None if x_eval is None else torch.as_tensor(x_eval).to(device=device, dtype=dtype)
+        epoch_batches(config.seed, 0, self.n, config.batch_size)  # validates batch_size against n
+
+    def steps_per_epoch(self) -> int:
+        return self.n // self.config.batch_size
+
+    def _step(self, xb: torch.Tensor) -> torch.Tensor:
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model, xb, xb)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+    def train_epoch(self, epoch: int) -> np.ndarray:
+        """One epoch on ae_core's batch order for ``epoch``; the per-step losses (float64 numpy)."""
+        self.model.train()
+        losses = []
+        if self.x is None:
+            self.sampler.epoch = epoch
+            dtype = TORCH_DTYPES[self.config.dtype]
+            for xb, _ in self.loader:
+                losses.append(self._step(xb.reshape(len(xb), -1).to(dtype)))
+        else:
+            batches = torch.from_numpy(epoch_batches(self.config.seed, epoch, self.n, self.config.batch_size))
+            for idx in batches:
+                losses.append(self._step(self.x[idx]))
+        self.step += len(losses)
+        return torch.stack(losses).double().cpu().numpy()
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over the eval set."""
+        if self.x_eval is None:
+            raise ValueError("this trainer has no eval set (x_eval)")
+        self.model.eval()
+        return float(self.loss_fn(self.model, self.x_eval, self.x_eval))
+
+    # -- state in canonical form ---------------------------------------------------------------------
+    def model_state(self) -> dict[str, np.ndarray]:
+        return state_dict(self.model)
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        return optimizer_state(self.opt, self.model, self.config.optimizer)
+
+    def load_state(self, model: dict, optim: dict, step: int) -> None:
+        """Resume from canonical state (written by either framework); validates before changing anything."""
+        shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        check_training_state(shapes, self.config.optimizer, model, optim, step)
+        load_state_dict(self.model, model)
+        load_optimizer_state(self.opt, self.model, self.config.optimizer, optim, step)
+        self.step = step

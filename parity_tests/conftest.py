@@ -11,7 +11,14 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)  # float64 cases; float32 cases pass float32 arrays explicitly
 jax.config.update("jax_default_matmul_precision", "highest")
-jax.config.update("jax_numpy_dtype_promotion", "strict")  # no silent float32 -> float64 promotion
+
+
+@pytest.fixture
+def strict_promotion():
+    """No silent dtype promotion in our model code. Not global: optax's own Adam bias correction
+    computes ``decay ** count`` with an int32 count, which strict promotion rejects."""
+    with jax.numpy_dtype_promotion("strict"):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ import pytest
 from ae_core import PRESETS, epoch_batches, get_spec, model_inputs
 from ae_parity.parity import TOLERANCES, diff, forward_parity
 
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
 
 @pytest.fixture(scope="module")
 def batches(train):

@@ -12,6 +12,8 @@ from ae_jax.train import encode_decode
 
 from tutorial_models import TUTORIAL
 
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
 
 def test_every_preset_has_a_hand_written_tutorial_twin():
     assert sorted(TUTORIAL) == sorted(PRESETS)

@@ -14,6 +14,8 @@ from ae_core.weights import load_safetensors, save_safetensors
 
 from helpers import assert_trees_all_close, to_numpy_dict
 
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_round_trip_torch_jax_torch_is_bit_exact(dtype):

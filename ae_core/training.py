@@ -1,0 +1,156 @@
+"""Framework-neutral training configuration and checkpoints.
+
+A checkpoint is one safetensors file in torch naming and layout, readable by either framework:
+
+- ``model.<torch name>``: the weights;
+- ``optim.<torch name>.<slot>``: the optimizer state (``exp_avg``/``exp_avg_sq`` or ``momentum_buffer``);
+- metadata: the spec, dtype, training config (optimizer, loss, batch size, seed, data), the number of
+  completed epochs and steps, and which framework wrote it. The batch order of every epoch is
+  ``epoch_batches(seed, epoch, n, batch_size)``, so (seed, epoch) is the whole RNG/batch position.
+
+Written atomically (temp file + rename): an interrupted write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .optim import OptimizerConfig
+from .spec import Activation, ModelSpec
+from .weights import CheckpointError, StateDictError, check_state_dict, load_safetensors, save_safetensors
+
+LOSSES = ("mse", "bce")
+CHECKPOINT_FORMAT = "ae-parity/checkpoint-v1"
+
+
+def check_loss(spec: ModelSpec, loss: str) -> None:
+    """BCE is computed from logits, so it needs a decoder that ends in a Sigmoid."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+    if loss == "bce" and spec.decoder[-1] != Activation("sigmoid"):
+        raise ValueError(f"loss 'bce' is computed from logits and needs a decoder ending in Sigmoid; "
+                         f"{spec.name}'s decoder ends in {spec.decoder[-1]}")
+
+
+def check_training_state(param_shapes: dict, optimizer: OptimizerConfig, model: dict, optim: dict,
+                         step: int) -> None:
+    """Validate canonical model + optimizer state against a model's parameter shapes; one error lists all."""
+    problems = []
+    for what, expected, given in (
+            ("model", param_shapes, model),
+            ("optimizer state", {f"{n}.{s}": shape for n, shape in param_shapes.items() for s in optimizer.state_slots},
+             optim if (step > 0 or optim) else {})):
+        try:
+            check_state_dict(expected, given)
+        except StateDictError as e:
+            problems += [f"{what}: {p}" for p in e.problems]
+    if step < 0:
+        problems.append(f"step must be >= 0, got {step}")
+    if problems:
+        raise StateDictError(problems, "training state")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that fixes a training trajectory (with the spec and the data)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    loss: str = "mse"
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        from . import check_dtype
+
+        problems = []
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            problems.append(f"epochs must be a positive int, got {self.epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            problems.append(f"batch_size must be a positive int, got {self.batch_size!r}")
+        if self.loss not in LOSSES:
+            problems.append(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["optimizer"] = json.loads(self.optimizer.to_json())
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        d = json.loads(text)
+        d["optimizer"] = OptimizerConfig.from_json(json.dumps(d["optimizer"]))
+        return cls(**d)
+
+
+@dataclass
+class Checkpoint:
+    spec: ModelSpec
+    config: TrainConfig
+    epoch: int  # completed epochs; training continues with epoch index `epoch`
+    step: int  # completed optimizer steps
+    model: dict[str, np.ndarray]
+    optim: dict[str, np.ndarray]
+    framework: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def save_checkpoint(path, ckpt: Checkpoint) -> Path:
+    tensors = {f"model.{k}": v for k, v in ckpt.model.items()}
+    tensors.update({f"optim.{k}": v for k, v in ckpt.optim.items()})
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": ckpt.spec.to_json(),
+        "preset": ckpt.spec.name,
+        "dtype": ckpt.config.dtype,
+        "config": ckpt.config.to_json(),
+        "epoch": str(ckpt.epoch),
+        "step": str(ckpt.step),
+        "framework": ckpt.framework,
+        "batch_order": f"ae_core.epoch_batches(seed={ckpt.config.seed}, epoch=e, n, "
+                       f"batch_size={ckpt.config.batch_size}) for e >= {ckpt.epoch}",
+        **{f"extra.{k}": v for k, v in ckpt.extra.items()},
+    }
+    return save_safetensors(path, tensors, meta)
+
+
+def load_checkpoint(path, *, spec: ModelSpec | None = None, dtype: str | None = None) -> Checkpoint:
+    """Read and fully validate a checkpoint. With ``spec``/``dtype``, refuse one written for another model."""
+    tensors, meta = load_safetensors(path)
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an ae-parity checkpoint (format {meta.get('format')!r})")
+    try:
+        saved_spec = ModelSpec.from_json(meta["spec"])
+        config = TrainConfig.from_json(meta["config"])
+        epoch, step = int(meta["epoch"]), int(meta["step"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint metadata ({e})") from None
+    problems = []
+    if spec is not None and (saved_spec.encoder, saved_spec.decoder, saved_spec.input) != (
+            spec.encoder, spec.decoder, spec.input):
+        problems.append(f"written for model {saved_spec.name!r}, not {spec.name!r}")
+    if dtype is not None and config.dtype != dtype:
+        problems.append(f"written in {config.dtype}, expected {dtype}")
+    if problems:
+        raise CheckpointError(f"{path}: " + "; ".join(problems))
+    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    optim = {k[len("optim."):]: v for k, v in tensors.items() if k.startswith("optim.")}
+    others = [k for k in tensors if not k.startswith(("model.", "optim."))]
+    try:
+        check_training_state(saved_spec.param_shapes(), config.optimizer, model, optim, step)
+    except StateDictError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if others:
+        raise CheckpointError(f"{path}: unexpected tensors {others}")
+    if any(v.dtype.name != config.dtype for v in (*model.values(), *optim.values())):
+        raise CheckpointError(f"{path}: tensors are not all {config.dtype}")
+    extra = {k[len("extra."):]: v for k, v in meta.items() if k.startswith("extra.")}
+    return Checkpoint(saved_spec, config, epoch, step, model, optim, meta.get("framework", "?"), extra)

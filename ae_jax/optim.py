@@ -1,0 +1,59 @@
+"""optax optimizers from the ae_core optimizer table, and their state in canonical form (mirrors ae_torch/optim.py)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from ae_core.optim import OptimizerConfig
+
+from .convert import from_torch_layout, to_torch_layout
+
+
+def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
+    """The optax transformation that steps exactly like the torch optimizer of ``config``."""
+    c = config
+    if c.name == "adam":  # coupled L2: decay added to the gradient BEFORE the moments (torch.optim.Adam)
+        return optax.chain(optax.add_decayed_weights(c.weight_decay),
+                           optax.scale_by_adam(b1=c.betas[0], b2=c.betas[1], eps=c.eps),
+                           optax.scale_by_learning_rate(c.lr))
+    if c.name == "adamw":  # decoupled decay (torch.optim.AdamW); weight_decay always explicit
+        return optax.adamw(c.lr, b1=c.betas[0], b2=c.betas[1], eps=c.eps, weight_decay=c.weight_decay)
+    if c.name == "sgd":
+        return optax.chain(optax.add_decayed_weights(c.weight_decay),
+                           optax.sgd(c.lr, momentum=c.momentum or None, nesterov=c.nesterov))
+    raise ValueError(f"unknown optimizer {c.name!r}")
+
+
+# torch slot name -> the optax state field that holds it
+_SLOT_FIELDS = {"exp_avg": "mu", "exp_avg_sq": "nu", "momentum_buffer": "trace"}
+
+
+def optimizer_state(opt_state, model: nnx.Module, config: OptimizerConfig, step: int) -> dict[str, np.ndarray]:
+    """``{"<param name>.<slot>": array}`` in torch layout and naming, after ``step`` steps.
+
+    Empty before the first step, like a fresh torch optimizer (optax holds zeros there).
+    """
+    if step == 0:
+        return {}
+    out = {}
+    for slot in config.state_slots:
+        tree = optax.tree_utils.tree_get(opt_state, _SLOT_FIELDS[slot])
+        out.update({f"{name}.{slot}": v for name, v in to_torch_layout(model, tree).items()})
+    return out
+
+
+def load_optimizer_state(opt_state, model: nnx.Module, config: OptimizerConfig, state: dict[str, np.ndarray],
+                         step: int):
+    """A new optax state holding canonical optimizer state written by either framework after ``step`` steps."""
+    for slot in config.state_slots:
+        sd = {k[: -len(slot) - 1]: v for k, v in state.items() if k.endswith("." + slot)}
+        if step == 0 and not sd:
+            continue  # nothing to restore before the first step (fresh zeros)
+        opt_state = optax.tree_utils.tree_set(opt_state, **{_SLOT_FIELDS[slot]: from_torch_layout(model, sd)})
+    if config.name in ("adam", "adamw"):
+        opt_state = optax.tree_utils.tree_set(opt_state, count=jnp.asarray(step, jnp.int32))
+    return opt_state
+

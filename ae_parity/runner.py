@@ -1,0 +1,177 @@
+"""Training runs for either framework: epochs, checkpoints, metrics.json, TensorBoard, resume.
+
+A run directory holds ``checkpoint.safetensors`` (written atomically after every epoch),
+``metrics.json`` (per-epoch loss and time, per-step losses) and TensorBoard event files. A run can be
+resumed by either framework from the checkpoint of either; the resumed trajectory is the uninterrupted
+one because batch order is a function of (seed, epoch) and the whole state is in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ae_core import ModelSpec, get_spec, model_inputs
+from ae_core import mnist
+from ae_core.training import Checkpoint, TrainConfig, load_checkpoint, save_checkpoint
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.json"
+FRAMEWORKS = ("jax", "torch")
+
+
+class NonFiniteLossError(RuntimeError):
+    def __init__(self, epoch: int, step: int, global_step: int, value: float, checkpoint: Path | None):
+        self.epoch, self.step, self.global_step, self.checkpoint = epoch, step, global_step, checkpoint
+        kept = f"; the last good checkpoint is kept: {checkpoint}" if checkpoint else "; no checkpoint was written"
+        super().__init__(f"non-finite loss ({value}) in epoch {epoch + 1}, step {step + 1} of the epoch "
+                         f"(global step {global_step + 1}): training stopped{kept}")
+
+
+@dataclass
+class Data:
+    """Model inputs for training and evaluation, with where they came from."""
+
+    x_train: np.ndarray
+    x_eval: np.ndarray
+    source: str
+    labels_eval: np.ndarray = field(default=None)
+
+
+def load_data(spec: ModelSpec, source: str = "auto", data_dir=None, dtype: str = "float32",
+              limit: int | None = None) -> Data:
+    """Train split for training, test split for evaluation; ``limit`` keeps the first N training examples."""
+    train, test = mnist.load("train", source, data_dir), mnist.load("test", source, data_dir)
+    images = train.images if limit is None else train.images[:limit]
+    return Data(model_inputs(spec, images, dtype), model_inputs(spec, test.images, dtype), train.source,
+                test.labels)
+
+
+def make_trainer(framework: str, spec, config: TrainConfig, data: Data, **kwargs):
+    if framework == "jax":
+        from ae_jax.train import Trainer
+    elif framework == "torch":
+        from ae_torch.train import Trainer
+    else:
+        raise ValueError(f"unknown framework {framework!r}; expected one of {FRAMEWORKS}")
+    return Trainer(spec, config, data.x_train, data.x_eval, **kwargs)
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ScalarWriter:
+    """TensorBoard scalars (event files readable by ``tensorboard --logdir``), without TF or torch."""
+
+    def __init__(self, logdir: Path):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._writer = EventFileWriter(str(logdir))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
+        self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def close(self) -> None:
+        self._writer.flush()
+        self._writer.close()
+
+
+class Progress:
+    """A progress bar per epoch (tqdm when available and stderr is a terminal or forced)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def epoch(self, framework: str, epoch: int, epochs: int, steps: int, losses: np.ndarray, seconds: float,
+              batch_size: int) -> None:
+        if not self.enabled:
+            return
+        rate = steps * batch_size / seconds if seconds > 0 else float("inf")
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            print(f"[{framework}] epoch {epoch + 1}/{epochs}: {steps} steps, loss {losses.mean():.5f}, "
+                  f"{rate:,.0f} samples/s", file=sys.stderr)
+            return
+        with tqdm(total=steps, desc=f"[{framework}] epoch {epoch + 1}/{epochs}", unit="step", file=sys.stderr,
+                  leave=True, dynamic_ncols=True) as bar:
+            bar.set_postfix_str(f"loss {losses.mean():.5f}, {rate:,.0f} samples/s")
+            bar.update(steps)
+
+
+def train_run(framework: str, spec: str | ModelSpec, config: TrainConfig, out_dir, *, data: Data,
+              resume: bool = False, progress: bool = False, trainer_kwargs: dict | None = None,
+              log=print) -> dict:
+    """Train (or resume) a run in ``out_dir``; return the metrics dict (also in ``out_dir/metrics.json``).
+
+    With ``resume``, the checkpoint's spec, config and state are used (validated first: a checkpoint of
+    another model or dtype is refused before anything is built) and training continues up to
+    ``config.epochs`` epochs.
+    """
+    spec = get_spec(spec)
+    out = Path(out_dir)
+    ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
+    ckpt = None
+    metrics = {"framework": framework, "preset": spec.name, "spec": json.loads(spec.to_json()),
+               "config": json.loads(config.to_json()), "data": data.source, "epochs": []}
+    if resume:
+        ckpt = load_checkpoint(ckpt_path, spec=spec, dtype=config.dtype)
+        if ckpt.config.optimizer != config.optimizer or (ckpt.config.batch_size, ckpt.config.seed, ckpt.config.loss) != (
+                config.batch_size, config.seed, config.loss):
+            raise ValueError(f"{ckpt_path}: the run was trained with {ckpt.config.to_json()}; resuming needs the "
+                             f"same optimizer, batch size, seed and loss")
+        if ckpt.epoch >= config.epochs:
+            raise ValueError(f"{ckpt_path} already holds {ckpt.epoch} epochs; ask for more than that to resume")
+        if metrics_path.exists():
+            metrics["epochs"] = [e for e in json.loads(metrics_path.read_text())["epochs"] if e["epoch"] <= ckpt.epoch]
+        log(f"resuming {ckpt.framework} checkpoint {ckpt_path} (epoch {ckpt.epoch}, step {ckpt.step}) in {framework}")
+    trainer = make_trainer(framework, spec, config, data, **(trainer_kwargs or {}))
+    if ckpt is not None:
+        trainer.load_state(ckpt.model, ckpt.optim, ckpt.step)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = ScalarWriter(out / "tensorboard")
+    bar = Progress(progress)
+    try:
+        for epoch in range(ckpt.epoch if ckpt else 0, config.epochs):
+            t0 = time.perf_counter()
+            losses = trainer.train_epoch(epoch)
+            seconds = time.perf_counter() - t0
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if bad.size:
+                step = int(bad[0])
+                raise NonFiniteLossError(epoch, step, trainer.step - len(losses) + step, float(losses[step]),
+                                         ckpt_path if ckpt_path.exists() else None)
+            eval_loss = trainer.evaluate()
+            record = {"epoch": epoch + 1, "steps": len(losses), "train_loss": float(losses.mean()),
+                      "eval_loss": eval_loss, "time_s": seconds,
+                      "samples_per_s": len(losses) * config.batch_size / seconds,
+                      "step_losses": losses.tolist()}
+            metrics["epochs"].append(record)
+            save_checkpoint(ckpt_path, Checkpoint(spec, config, epoch + 1, trainer.step, trainer.model_state(),
+                                                  trainer.optimizer_state(), framework))
+            _write_json_atomic(metrics_path, metrics)
+            for tag in ("train_loss", "eval_loss", "samples_per_s"):
+                writer.add_scalar(f"{framework}/{tag}", record[tag], epoch + 1)
+            bar.epoch(framework, epoch, config.epochs, len(losses), losses, seconds, config.batch_size)
+    finally:
+        writer.close()
+    return metrics
