@@ -34,6 +34,16 @@ def _positive(kind):
     return parse
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
+    return values
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -91,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch optimizer implementation")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     _data_args(train)
+
+    bench = sub.add_parser("bench", help="training speed side by side: tutorial loop, torch eager, jax step, jax scan")
+    bench.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    bench.add_argument("--batch-sizes", type=_int_list, default=[32, 256], help="comma-separated (default 32,256)")
+    bench.add_argument("--epochs", type=_positive(int), default=5, help="timed epochs per variant (default 5)")
+    bench.add_argument("--limit", type=_positive(int), default=None, help="train on the first N examples only")
+    bench.add_argument("--no-loader", action="store_true", help="skip the tutorial DataLoader variant")
+    bench.add_argument("--json", default=None, help="also write the full report here")
+    bench.add_argument("--markdown", action="store_true", help="print markdown tables (for docs/benchmarks.md)")
+    _data_args(bench)
 
     par = sub.add_parser("parity", help="forward / loss / gradient / optimizer-step parity table")
     _model_args(par)
@@ -153,6 +173,7 @@ def _train(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
     from ae_core.mnist import MnistFileError, MnistUnavailableError
     from ae_core.weights import CheckpointError, StateDictError
 
@@ -161,6 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "bench":
+            from .bench import markdown, run_bench, save
+
+            report = run_bench(args.preset, args.batch_sizes, args.epochs, args.data, args.data_dir,
+                               include_loader=not args.no_loader, limit=args.limit)
+            if args.json:
+                save(report, args.json)
+            if args.markdown:
+                print("\n" + markdown(report))
+            return 0
         args.optimizer_config = optimizer_config(args)
         if args.command == "demo":
             from .demo import run_demo

@@ -1,0 +1,301 @@
+"""``ae-parity bench``: training speed, side by side in one process, same model, same batches.
+
+Variants (each trains its own copy of the same initial model along the same batch sequence):
+- ``tutorial DataLoader``: torchvision MNIST + ``ToTensor`` + ``DataLoader`` + ``torch.optim.Adam``
+  (torch's default implementation) -- the tutorials' loop;
+- ``ae_torch eager (<impl>)``: the dataset as one tensor, indexed per batch; each torch optimizer
+  implementation (single-tensor, foreach, fused) is measured and the fastest is the reference;
+- ``ae_jax jit step``: one compiled train step per batch, called from Python;
+- ``ae_jax scan epoch``: the whole epoch as one compiled ``lax.scan``.
+
+Each framework lives in its own worker process, as in real use: in one process on a 2-core machine,
+torch's OpenMP threads and XLA's thread pool measurably slow each other down (we saw the JAX epoch go
+from 64 to 110 ms), and ``OMP_WAIT_POLICY=PASSIVE`` fixes that only by making torch 4x slower. One
+bench run drives both workers; epochs are timed round-robin (variant A epoch k, variant B epoch k, ...;
+only one variant computes at a time) so that load on a shared machine hits every variant alike. The
+median epoch is reported, after one warm-up epoch (which includes JAX compilation). Compile time is
+measured separately, ahead of time (``lower().compile()``).
+The FLOP floor is the model's matmul FLOPs per epoch divided by the machine's measured float32 matmul
+rate (large square matmuls), i.e. the time the epoch would take if every GEMM ran at peak.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ae_core import get_spec, mnist
+from ae_core.optim import OptimizerConfig
+from ae_core.spec import Linear
+from ae_core.training import TrainConfig
+
+from .runner import load_data
+
+
+@dataclass
+class Result:
+    variant: str
+    batch_size: int
+    steps: int
+    ms_per_epoch: float
+    samples_per_s: float
+    vs_torch_eager: float = float("nan")  # >1: faster than the best ae_torch eager
+    compile_s: float | None = None
+
+
+def matmul_flops_per_example(spec) -> int:
+    """Forward + backward matmul FLOPs per example: 2*in*out for the forward, the weight gradient and the
+    input gradient of every Linear, except the first layer's input gradient (nothing needs it)."""
+    linears = [l for l in (*spec.encoder, *spec.decoder) if isinstance(l, Linear)]
+    macs = sum(l.in_features * l.out_features for l in linears)
+    return 2 * (3 * macs - linears[0].in_features * linears[0].out_features)
+
+
+def measured_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """float32 GFLOP/s of a large square matmul under XLA (the machine's practical peak)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def gemm_only_ms(spec, batch_size: int, steps: int, repeats: int = 5) -> float:
+    """Time of an epoch that does nothing but the model's matmuls at their real shapes (forward, weight
+    gradient, input gradient), as one compiled scan -- what XLA's GEMMs alone cost on this machine."""
+    import jax
+    import jax.numpy as jnp
+
+    linears = [l for l in (*spec.encoder, *spec.decoder) if isinstance(l, Linear)]
+    rng = np.random.default_rng(0)
+    ws = [jnp.asarray(rng.standard_normal((l.in_features, l.out_features)) * 0.01, jnp.float32) for l in linears]
+    xs = [jnp.asarray(rng.standard_normal((batch_size, l.in_features)), jnp.float32) for l in linears]
+    dys = [jnp.asarray(rng.standard_normal((batch_size, l.out_features)), jnp.float32) for l in linears]
+
+    @jax.jit
+    def epoch(ws, xs, dys):
+        def body(acc, _):
+            total = acc
+            for i, (w, x, dy) in enumerate(zip(ws, xs, dys)):
+                x = x + total * 1e-30  # a data dependency so no iteration is hoisted or dropped
+                total = total + jnp.sum(x @ w) + jnp.sum(x.T @ dy)
+                if i:  # the first layer's input gradient is never needed
+                    total = total + jnp.sum(dy @ w.T)
+            return total, None
+
+        return jax.lax.scan(body, jnp.float32(0), None, length=steps)[0]
+
+    epoch(ws, xs, dys).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        epoch(ws, xs, dys).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times))
+
+
+def _compile_seconds(trainer) -> float:
+    """Ahead-of-time compile time of the whole-epoch program."""
+    from ae_core import epoch_batches
+
+    idx = epoch_batches(trainer.config.seed, 0, trainer.n, trainer.config.batch_size)
+    t = time.perf_counter()
+    trainer._epoch_fn.lower(trainer.params, trainer.rest, trainer.opt_state, trainer.x, idx).compile()
+    return time.perf_counter() - t
+
+
+TORCH_VARIANTS = ("tutorial DataLoader", "ae_torch eager (single)", "ae_torch eager (foreach)",
+                  "ae_torch eager (fused)")
+JAX_VARIANTS = ("ae_jax jit step", "ae_jax scan epoch")
+
+
+def _make_variants(framework: str, preset: str, config: TrainConfig, source: str, data_dir, limit, include_loader):
+    spec = get_spec(preset)
+    data = load_data(spec, source, data_dir, "float32", limit=limit)
+    variants = {}
+    if framework == "torch":
+        import torch
+        import torchvision.transforms as T
+
+        from ae_torch.data import mnist_dataset
+        from ae_torch.train import Trainer
+
+        if include_loader:
+            dataset = mnist_dataset("train", source, data_dir, transform=T.Compose([T.ToTensor(), torch.flatten]))
+            dataset.data, dataset.targets = dataset.data[: len(data.x_train)], dataset.targets[: len(data.x_train)]
+            variants["tutorial DataLoader"] = (Trainer(spec, config, dataset=dataset), {})
+        for impl in ("single", "foreach", "fused"):
+            variants[f"ae_torch eager ({impl})"] = (Trainer(spec, config, data.x_train, impl=impl), {})
+    else:
+        import jax
+
+        from ae_jax.train import Trainer
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+        variants["ae_jax jit step"] = (Trainer(spec, config, data.x_train), {"mode": "step"})
+        variants["ae_jax scan epoch"] = (Trainer(spec, config, data.x_train), {"mode": "scan"})
+    return spec, data, variants
+
+
+def _worker(conn, framework: str, preset: str, config: TrainConfig, source: str, data_dir, limit, include_loader):
+    """A framework's variants in their own process; answers ("epoch", name, k) with seconds."""
+    try:
+        spec, data, variants = _make_variants(framework, preset, config, source, data_dir, limit, include_loader)
+        info = {"variants": list(variants), "n_train": len(data.x_train), "data": data.source}
+        if framework == "jax":
+            import jax
+
+            info.update(compile_s=_compile_seconds(variants["ae_jax scan epoch"][0]),
+                        gemm_only_ms=gemm_only_ms(spec, config.batch_size, len(data.x_train) // config.batch_size),
+                        matmul_gflops=measured_matmul_gflops(), jax=jax.__version__,
+                        devices=[str(d) for d in jax.devices()])
+        else:
+            import torch
+
+            info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+        conn.send(("ready", info))
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop":
+                return
+            _, name, epoch = msg
+            trainer, kwargs = variants[name]
+            t = time.perf_counter()
+            trainer.train_epoch(epoch, **kwargs)
+            conn.send(("time", time.perf_counter() - t))
+    except Exception as e:  # report, don't hang the parent
+        conn.send(("error", f"{framework} worker: {type(e).__name__}: {e}"))
+
+
+class _Workers:
+    def __init__(self, preset, config, source, data_dir, limit, include_loader):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conns, self.procs, self.info = {}, [], {}
+        for framework in ("torch", "jax"):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, framework, preset, config, source, data_dir, limit,
+                                                     include_loader), daemon=True)
+            proc.start()
+            self.conns[framework], self.procs = parent, self.procs + [proc]
+        for framework, conn in self.conns.items():
+            self.info[framework] = self._recv(conn, "ready")
+
+    @staticmethod
+    def _recv(conn, kind):
+        msg = conn.recv()
+        if msg[0] == "error":
+            raise RuntimeError(msg[1])
+        assert msg[0] == kind, msg
+        return msg[1]
+
+    def epoch(self, name: str, epoch: int) -> float:
+        conn = self.conns["torch" if name in TORCH_VARIANTS else "jax"]
+        conn.send(("epoch", name, epoch))
+        return self._recv(conn, "time")
+
+    def close(self):
+        for conn in self.conns.values():
+            conn.send(("stop",))
+        for proc in self.procs:
+            proc.join(timeout=30)
+
+
+def run_bench(preset: str = "mlp9", batch_sizes=(32, 256), epochs: int = 5, source: str = "auto",
+              data_dir=None, include_loader: bool = True, limit: int | None = None, log=print) -> dict:
+    spec = get_spec(preset)
+    mnist.ensure(data_dir, source)  # fetch/write the files once, before the workers read them
+    report = {"preset": spec.name, "epochs_timed": epochs, "batches": [],
+              "machine": {"platform": platform.platform(), "processor": platform.processor()}}
+    for bs in batch_sizes:
+        config = TrainConfig(epochs=epochs + 1, batch_size=bs, optimizer=OptimizerConfig("adam"), dtype="float32")
+        workers = _Workers(preset, config, source, data_dir, limit, include_loader)
+        try:
+            tinfo, jinfo = workers.info["torch"], workers.info["jax"]
+            names = tinfo["variants"] + jinfo["variants"]
+            times = {name: [] for name in names}
+            for epoch in range(epochs + 1):  # epoch 0: warm-up (compiles), not timed
+                for name in names:
+                    seconds = workers.epoch(name, epoch)
+                    if epoch:
+                        times[name].append(seconds)
+        finally:
+            workers.close()
+        report.update(data=jinfo["data"], n_train=jinfo["n_train"])
+        report["machine"].update(jax_devices=jinfo["devices"], torch_threads=tinfo["torch_threads"],
+                                 matmul_gflops=jinfo["matmul_gflops"])
+        report["versions"] = {"jax": jinfo["jax"], "torch": tinfo["torch"]}
+        steps = jinfo["n_train"] // bs
+        results = {name: Result(name, bs, steps, 1e3 * float(np.median(ts)), steps * bs / float(np.median(ts)))
+                   for name, ts in times.items()}
+        eager = [r for name, r in results.items() if name.startswith("ae_torch eager")]
+        best_eager = min(eager, key=lambda r: r.ms_per_epoch)
+        for r in results.values():
+            r.vs_torch_eager = best_eager.ms_per_epoch / r.ms_per_epoch
+        scan = results["ae_jax scan epoch"]
+        scan.compile_s = jinfo["compile_s"]
+        flops = matmul_flops_per_example(spec) * steps * bs
+        floor_ms = 1e3 * flops / (jinfo["matmul_gflops"] * 1e9)
+        entry = {"batch_size": bs, "steps": steps, "results": [asdict(r) for r in results.values()],
+                 "best_torch_eager": best_eager.variant, "flops_per_epoch": flops, "floor_ms": floor_ms,
+                 "scan_vs_floor": scan.ms_per_epoch / floor_ms, "gemm_only_ms": jinfo["gemm_only_ms"],
+                 "scan_vs_gemm_only": scan.ms_per_epoch / jinfo["gemm_only_ms"]}
+        if include_loader:
+            entry["scan_vs_tutorial"] = results["tutorial DataLoader"].ms_per_epoch / scan.ms_per_epoch
+        report["batches"].append(entry)
+        log(format_batch(entry))
+    return report
+
+
+def format_batch(entry: dict) -> str:
+    lines = [f"\nbatch {entry['batch_size']} ({entry['steps']} steps/epoch)",
+             f"{'variant':<28} {'ms/epoch':>9} {'samples/s':>11} {'vs best ae_torch eager':>23} {'compile':>8}"]
+    for r in entry["results"]:
+        comp = f"{r['compile_s']:.2f}s" if r["compile_s"] is not None else ""
+        lines.append(f"{r['variant']:<28} {r['ms_per_epoch']:>9.1f} {r['samples_per_s']:>11,.0f} "
+                     f"{r['vs_torch_eager']:>22.2f}x {comp:>8}")
+    lines.append(f"FLOP floor: {entry['flops_per_epoch'] / 1e9:.2f} GFLOP/epoch at the measured matmul rate = "
+                 f"{entry['floor_ms']:.1f} ms; scan epoch = {entry['scan_vs_floor']:.2f}x the floor; "
+                 f"the same GEMMs alone take {entry['gemm_only_ms']:.1f} ms "
+                 f"(scan epoch = {entry['scan_vs_gemm_only']:.2f}x that)"
+                 + (f"; {entry['scan_vs_tutorial']:.1f}x faster than the tutorial loop" if "scan_vs_tutorial" in entry
+                    else ""))
+    return "\n".join(lines)
+
+
+def markdown(report: dict) -> str:
+    """The report as markdown tables (for docs/benchmarks.md)."""
+    m = report["machine"]
+    out = [f"preset `{report['preset']}`, MNIST {report['data']} ({report['n_train']:,} training examples), float32, "
+           f"Adam, median of {report['epochs_timed']} epochs after a warm-up epoch, each framework in its own worker "
+           f"process, epochs round-robin; {m['jax_devices']}, torch threads "
+           f"{m['torch_threads']}, measured matmul rate {m['matmul_gflops']:.0f} GFLOP/s; "
+           f"jax {report['versions']['jax']}, torch {report['versions']['torch']}", ""]
+    for entry in report["batches"]:
+        out += [f"**batch {entry['batch_size']}** ({entry['steps']} steps/epoch; FLOP floor {entry['floor_ms']:.1f} ms, "
+                f"scan epoch = {entry['scan_vs_floor']:.2f}x floor; the model's GEMMs alone, at their shapes: "
+                f"{entry['gemm_only_ms']:.1f} ms, scan epoch = {entry['scan_vs_gemm_only']:.2f}x that)", "",
+                "| variant | ms/epoch | samples/s | vs best ae_torch eager | compile |", "|---|---:|---:|---:|---:|"]
+        for r in entry["results"]:
+            comp = f"{r['compile_s']:.2f} s" if r["compile_s"] is not None else ""
+            out.append(f"| {r['variant']} | {r['ms_per_epoch']:.1f} | {r['samples_per_s']:,.0f} | "
+                       f"{r['vs_torch_eager']:.2f}x | {comp} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def save(report: dict, path) -> None:
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
