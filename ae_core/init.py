@@ -2,7 +2,8 @@
 
 ``torch.nn.Linear.reset_parameters`` uses ``kaiming_uniform_(weight, a=sqrt(5))``, i.e.
 U(-b, b) with b = gain * sqrt(3 / fan_in), gain = sqrt(2 / (1 + a^2)) = sqrt(1/3)  ->  b = 1/sqrt(fan_in);
-the bias is U(-1/sqrt(fan_in), 1/sqrt(fan_in)) too. A model initialised here is distributed exactly
+the bias is U(-1/sqrt(fan_in), 1/sqrt(fan_in)) too. Conv2d and ConvTranspose2d use the same rule with
+torch's fan_in (weight.size(1) * k * k: in_channels for Conv2d, out_channels for ConvTranspose2d). A model initialised here is distributed exactly
 like one built by the tutorial code; the values come from numpy's PCG64 so they do not depend on either
 framework's RNG. Draw order: parameters in ``spec.param_shapes()`` order, one generator per seed.
 """
@@ -13,7 +14,7 @@ import math
 
 import numpy as np
 
-from .spec import Linear, ModelSpec, SpecError
+from .spec import Conv2d, ConvTranspose2d, Linear, ModelSpec, SpecError
 
 
 def linear_bound(fan_in: int) -> float:
@@ -26,10 +27,11 @@ def init_state_dict(spec: ModelSpec, seed: int, dtype="float32") -> dict[str, np
     out: dict[str, np.ndarray] = {}
     for part in ("encoder", "decoder"):
         for i, layer in enumerate(getattr(spec, part)):
-            if isinstance(layer, Linear):
-                bound = linear_bound(layer.in_features)
-                for pname, shape in layer.param_shapes().items():
+            shapes = layer.param_shapes()
+            if isinstance(layer, (Linear, Conv2d, ConvTranspose2d)):
+                bound = linear_bound(layer.fan_in)
+                for pname, shape in shapes.items():
                     out[f"{part}.{i}.{pname}"] = rng.uniform(-bound, bound, size=shape).astype(dtype)
-            elif layer.param_shapes():
+            elif shapes:
                 raise SpecError(f"no default initialiser for layer kind {layer.kind!r}")
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .spec import Activation, Linear, ModelSpec, SpecError, mlp
+from .spec import Activation, Conv2d, ConvTranspose2d, Flatten, Linear, ModelSpec, SpecError, Unflatten, mlp
 
 PRESETS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -34,6 +34,17 @@ PRESETS: dict[str, ModelSpec] = {
             decoder=(Linear(64, 128), Activation("relu"), Linear(128, 128), Activation("relu")),
             input="features128",
             description="for 128-d feature vectors, not images",
+        ),
+        ModelSpec(
+            name="conv",
+            encoder=(Conv2d(1, 16, 3, stride=2, padding=1), Activation("relu"),    # 16x14x14
+                     Conv2d(16, 32, 3, stride=2, padding=1), Activation("relu"),   # 32x7x7
+                     Flatten(), Linear(32 * 7 * 7, 16)),
+            decoder=(Linear(16, 32 * 7 * 7), Activation("relu"), Unflatten((32, 7, 7)),
+                     ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1), Activation("relu"),  # 16x14x14
+                     ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1), Activation("sigmoid")),
+            input="mnist_image",
+            description="convolutional: stride-2 convs, a Linear bottleneck, transposed convs back to 28x28",
         ),
     )
 }

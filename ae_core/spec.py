@@ -20,7 +20,8 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "identity")
 
 # What a model consumes: "mnist" = flattened 28x28 digits scaled to [0, 1]; "features128" = 128-d
 # feature vectors derived from the same digits (see ae_core.inputs).
-INPUT_KINDS = {"mnist": (784,), "features128": (128,)}
+# "mnist_image" = the same digits as (1, 28, 28) images, channels first (torch's NCHW).
+INPUT_KINDS = {"mnist": (784,), "features128": (128,), "mnist_image": (1, 28, 28)}
 
 
 class SpecError(ValueError):
@@ -54,6 +55,155 @@ class Linear:
             raise SpecError(f"Linear({self.in_features}, {self.out_features}) gets input of shape {in_shape}")
         return in_shape[:-1] + (self.out_features,)
 
+    @property
+    def fan_in(self) -> int:
+        return self.in_features
+
+    def macs(self, in_shape: tuple[int, ...]) -> int:
+        """Multiply-accumulates per example of the forward pass."""
+        return _prod(in_shape[:-1]) * self.in_features * self.out_features
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _positive_ints(layer, *names, allow_zero=()):
+    for name in names:
+        value = getattr(layer, name)
+        low = 0 if name in allow_zero else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise SpecError(f"{type(layer).__name__}.{name} must be an int >= {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Conv2d:
+    """``torch.nn.Conv2d`` (square kernel, symmetric explicit padding); weight (out, in, k, k).
+
+    On the NNX side: ``nnx.Conv`` with ``padding=((p, p), (p, p))`` -- never Flax's default 'SAME',
+    which pads asymmetrically for stride 2 -- and kernel (k, k, in, out).
+    """
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    bias: bool = True
+
+    kind = "conv2d"
+
+    def __post_init__(self) -> None:
+        _positive_ints(self, "in_channels", "out_channels", "kernel_size", "stride", "padding", allow_zero=("padding",))
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        k = self.kernel_size
+        shapes = {"weight": (self.out_channels, self.in_channels, k, k)}
+        if self.bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != 3 or in_shape[0] != self.in_channels:
+            raise SpecError(f"{self} gets input of shape {in_shape}, expected ({self.in_channels}, H, W)")
+        h, w = ((d + 2 * self.padding - self.kernel_size) // self.stride + 1 for d in in_shape[1:])
+        if h <= 0 or w <= 0:
+            raise SpecError(f"{self} on input {in_shape} gives an empty output")
+        return (self.out_channels, h, w)
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_channels * self.kernel_size ** 2
+
+    def macs(self, in_shape: tuple[int, ...]) -> int:
+        return _prod(self.out_shape(in_shape)) * self.in_channels * self.kernel_size ** 2
+
+
+@dataclass(frozen=True)
+class ConvTranspose2d:
+    """``torch.nn.ConvTranspose2d``; weight (in, out, k, k).
+
+    On the NNX side: ``nnx.ConvTranspose`` with ``transpose_kernel=True``, kernel
+    ``weight.transpose(2, 3, 1, 0)`` and per-side padding ``(k - 1 - p, k - 1 - p + output_padding)``.
+    """
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    output_padding: int = 0
+    bias: bool = True
+
+    kind = "conv_transpose2d"
+
+    def __post_init__(self) -> None:
+        _positive_ints(self, "in_channels", "out_channels", "kernel_size", "stride", "padding", "output_padding",
+                       allow_zero=("padding", "output_padding"))
+        if self.output_padding >= self.stride:
+            raise SpecError(f"{self}: output_padding must be smaller than stride (as in torch)")
+        if self.padding > self.kernel_size - 1:
+            raise SpecError(f"{self}: padding must be at most kernel_size - 1")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        k = self.kernel_size
+        shapes = {"weight": (self.in_channels, self.out_channels, k, k)}
+        if self.bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != 3 or in_shape[0] != self.in_channels:
+            raise SpecError(f"{self} gets input of shape {in_shape}, expected ({self.in_channels}, H, W)")
+        h, w = ((d - 1) * self.stride - 2 * self.padding + self.kernel_size + self.output_padding
+                for d in in_shape[1:])
+        return (self.out_channels, h, w)
+
+    @property
+    def fan_in(self) -> int:  # torch computes it from weight.size(1), which is out_channels here
+        return self.out_channels * self.kernel_size ** 2
+
+    def macs(self, in_shape: tuple[int, ...]) -> int:
+        return _prod(in_shape) * self.out_channels * self.kernel_size ** 2
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """``nn.Flatten()``: (C, H, W) -> C*H*W in channels-first order (NNX: NHWC -> NCHW, then reshape)."""
+
+    kind = "flatten"
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (_prod(in_shape),)
+
+
+@dataclass(frozen=True)
+class Unflatten:
+    """``nn.Unflatten(1, shape)``: C*H*W -> (C, H, W) (NNX: reshape to NCHW, then to NHWC)."""
+
+    shape: tuple[int, ...]
+
+    kind = "unflatten"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+        if len(self.shape) != 3 or min(self.shape) <= 0:
+            raise SpecError(f"Unflatten shape must be (C, H, W) of positive ints, got {self.shape}")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if in_shape != (_prod(self.shape),):
+            raise SpecError(f"Unflatten{self.shape} gets input of shape {in_shape}")
+        return self.shape
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -77,8 +227,8 @@ class Activation:
         return in_shape
 
 
-LayerSpec = Union[Linear, Activation]
-LAYER_TYPES = {cls.kind: cls for cls in (Linear, Activation)}
+LayerSpec = Union[Linear, Activation, Conv2d, ConvTranspose2d, Flatten, Unflatten]
+LAYER_TYPES = {cls.kind: cls for cls in (Linear, Activation, Conv2d, ConvTranspose2d, Flatten, Unflatten)}
 
 
 @dataclass(frozen=True)
@@ -133,13 +283,15 @@ class ModelSpec:
         return shapes
 
     def num_params(self) -> int:
-        total = 0
-        for shape in self.param_shapes().values():
-            n = 1
-            for d in shape:
-                n *= d
-            total += n
-        return total
+        return sum(_prod(shape) for shape in self.param_shapes().values())
+
+    def layer_input_shapes(self) -> list[tuple[LayerSpec, tuple[int, ...]]]:
+        """Every layer of the encoder then the decoder with the (per-example) shape it receives."""
+        out, shape = [], self.input_shape
+        for layer in (*self.encoder, *self.decoder):
+            out.append((layer, shape))
+            shape = layer.out_shape(shape)
+        return out
 
     # -- serialisation (stored in checkpoint metadata so a file says what it holds) ----------------
     def to_json(self) -> str:
@@ -176,16 +328,18 @@ class ModelSpec:
             raise SpecError(f"not a valid model spec: {e}") from None
 
     def describe(self, part: str) -> str:
-        """``784-128-64-...`` for the Linear widths of one side, with the activations named."""
-        widths, acts = [], []
+        """The shapes one side passes through (``784-128-...`` for MLPs), with the activations named."""
+        shape = self.input_shape if part == "encoder" else self.code_shape
+        shapes, acts = ["x".join(map(str, shape))], []
         for layer in getattr(self, part):
-            if isinstance(layer, Linear):
-                if not widths:
-                    widths.append(str(layer.in_features))
-                widths.append(str(layer.out_features))
-            elif isinstance(layer, Activation) and layer.name not in acts:
-                acts.append(layer.name)
-        return "-".join(widths) + (f" ({', '.join(acts)})" if acts else "")
+            if isinstance(layer, Activation):
+                if layer.name not in acts:
+                    acts.append(layer.name)
+                continue
+            shape = layer.out_shape(shape)
+            if not isinstance(layer, (Flatten, Unflatten)):
+                shapes.append("x".join(map(str, shape)))
+        return "-".join(shapes) + (f" ({', '.join(acts)})" if acts else "")
 
 
 def mlp(

@@ -43,10 +43,32 @@ class ParamRule:
     layout: str = "same layout"
 
 
-# The table. Linear: flax kernel is (in, out) = torch weight.T (out, in)  [PORTING-PITFALLS 1].
+def _hwio_from_torch(a: np.ndarray) -> np.ndarray:
+    return a.transpose(2, 3, 1, 0)
+
+
+def _hwio_to_torch(a: np.ndarray) -> np.ndarray:
+    return a.transpose(3, 2, 0, 1)
+
+
+# The table.
+# - Linear: flax kernel (in, out) = torch weight.T (out, in)  [PORTING-PITFALLS 1]
+# - Conv2d: flax kernel (kH, kW, in, out) = torch weight (out, in, kH, kW).transpose(2, 3, 1, 0)  [2]
+# - ConvTranspose2d: torch weight (in, out, kH, kW).transpose(2, 3, 1, 0) = (kH, kW, out, in), used by
+#   nnx.ConvTranspose with transpose_kernel=True (the spatial flip torch does)  [4]
 RULES: dict[type, tuple[ParamRule, ...]] = {
     nnx.Linear: (
         ParamRule("kernel", "weight", _transpose, _transpose, "kernel (in, out) = weight.T"),
+        ParamRule("bias", "bias"),
+    ),
+    nnx.Conv: (
+        ParamRule("kernel", "weight", _hwio_to_torch, _hwio_from_torch,
+                  "kernel (kH, kW, in, out) = weight (out, in, kH, kW).transpose(2, 3, 1, 0)"),
+        ParamRule("bias", "bias"),
+    ),
+    nnx.ConvTranspose: (
+        ParamRule("kernel", "weight", _hwio_to_torch, _hwio_from_torch,
+                  "kernel (kH, kW, out, in) = weight (in, out, kH, kW).transpose(2, 3, 1, 0), transpose_kernel=True"),
         ParamRule("bias", "bias"),
     ),
 }

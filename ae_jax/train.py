@@ -95,16 +95,23 @@ def encode_decode(model: nnx.Module, x: jax.Array) -> tuple[jax.Array, jax.Array
 class Trainer:
     """Model state + optimizer state + device-resident data; the same methods as ``ae_torch.train.Trainer``.
 
-    ``train_epoch(epoch)`` runs the compiled whole-epoch scan (``mode="scan"``, default) or the
-    compiled single step in a Python loop (``mode="step"``); both donate their buffers.
+    ``train_epoch(epoch)`` runs the compiled whole-epoch scan (``mode="scan"``) or the compiled single
+    step in a Python loop (``mode="step"``); both donate their buffers. ``mode="auto"`` (default) picks
+    scan, except for models with convolutions on the CPU backend: XLA:CPU runs convolutions inside a
+    while-loop body far slower than as top-level ops (measured on the ``conv`` preset: scan 2.4x slower
+    than the jitted step; docs/benchmarks.md).
     ``precision`` is the matmul precision everything is traced with ("highest" for parity).
     """
 
     framework = "jax"
 
+    MODES = ("auto", "scan", "step")
+
     def __init__(self, spec: str | ModelSpec, config: TrainConfig, x_train, x_eval=None, *,
-                 precision: str = "highest", device: jax.Device | None = None):
+                 precision: str = "highest", device: jax.Device | None = None, mode: str = "auto"):
         self.spec, self.config = get_spec(spec), config
+        if mode not in self.MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {self.MODES}")
         check_loss(self.spec, config.loss)
         self.dtype = jnp_dtype(config.dtype)
         self.precision = precision
@@ -118,6 +125,9 @@ class Trainer:
         self.n = len(self.x)
         self.step = 0
         epoch_batches(config.seed, 0, self.n, config.batch_size)  # validates batch_size against n
+        has_conv = any(l.kind in ("conv2d", "conv_transpose2d") for l in (*self.spec.encoder, *self.spec.decoder))
+        platform = next(iter(self.x.devices())).platform
+        self.mode = mode if mode != "auto" else ("step" if has_conv and platform == "cpu" else "scan")
         static = (self.graphdef, self.tx, config.loss)
         self._step_fn = jax.jit(functools.partial(train_step_indexed, *static), donate_argnums=(0, 1, 2))
         self._epoch_fn = jax.jit(functools.partial(train_epoch, *static), donate_argnums=(0, 1, 2))
@@ -131,8 +141,11 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return self.n // self.config.batch_size
 
-    def train_epoch(self, epoch: int, mode: str = "scan") -> np.ndarray:
-        """One epoch on ae_core's batch order for ``epoch``; the per-step losses (float64 numpy)."""
+    def train_epoch(self, epoch: int, mode: str | None = None) -> np.ndarray:
+        """One epoch on ae_core's batch order for ``epoch``; the per-step losses (float64 numpy).
+
+        ``mode`` overrides the trainer's mode ("scan" or "step") for this epoch."""
+        mode = mode or self.mode
         idx = epoch_batches(self.config.seed, epoch, self.n, self.config.batch_size)
         with jax.default_matmul_precision(self.precision):
             if mode == "scan":

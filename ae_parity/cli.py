@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     dest.add_argument("--resume", metavar="DIR", help="continue the run in DIR (written by either framework)")
     train.add_argument("--torch-impl", choices=("default", "single", "foreach", "fused"), default="default",
                        help="torch optimizer implementation")
+    train.add_argument("--jax-mode", choices=("auto", "scan", "step"), default="auto",
+                       help="whole epoch as one lax.scan, or a jitted step per batch; auto: scan, except "
+                            "convolutional models on CPU (faster as steps there)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     _data_args(train)
 
@@ -161,7 +164,7 @@ def _train(args) -> int:
                              dtype=args.dtype or "float32")
         out = args.out
     data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
-    kwargs = {"impl": args.torch_impl} if args.framework == "torch" else {}
+    kwargs = {"impl": args.torch_impl} if args.framework == "torch" else {"mode": args.jax_mode}
     metrics = train_run(args.framework, spec, config, out, data=data, resume=bool(args.resume),
                         progress=not args.no_progress, trainer_kwargs=kwargs, log=lambda m: print(m, file=sys.stderr))
     last = metrics["epochs"][-1]

@@ -107,7 +107,7 @@ def pictures(spec, out: Path, data: Data, runs: dict, config: TrainConfig) -> di
     zj, rj = (np.asarray(a) for a in encode_decode(jm, jnp.asarray(data.x_eval)))
     paths = {}
     title = f"{spec.name}, {config.epochs} epochs, {config.dtype}"
-    if spec.input == "mnist":
+    if spec.input in ("mnist", "mnist_image"):
         pick = plots.one_per_digit(data.labels_eval)
         paths["reconstructions"] = plots.reconstructions(out / "reconstructions.png", data.x_eval[pick],
                                                          {"torch": rt[pick], "jax": rj[pick]},

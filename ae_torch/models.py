@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ae_core import ModelSpec, check_dtype, get_spec, init_state_dict
-from ae_core.spec import Activation, Linear, LayerSpec
+from ae_core.spec import Activation, Conv2d, ConvTranspose2d, Flatten, LayerSpec, Linear, Unflatten
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -31,6 +31,16 @@ def make_layer(layer: LayerSpec) -> nn.Module:
         return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias)
     if isinstance(layer, Activation):
         return _ACTIVATIONS[layer.name]()
+    if isinstance(layer, Conv2d):
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                         padding=layer.padding, bias=layer.bias)
+    if isinstance(layer, ConvTranspose2d):
+        return nn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                                  padding=layer.padding, output_padding=layer.output_padding, bias=layer.bias)
+    if isinstance(layer, Flatten):
+        return nn.Flatten()
+    if isinstance(layer, Unflatten):
+        return nn.Unflatten(1, layer.shape)
     raise TypeError(f"ae_torch has no module for layer spec {layer!r}")
 
 

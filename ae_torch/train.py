@@ -93,7 +93,7 @@ class Trainer:
             self.sampler.epoch = epoch
             dtype = TORCH_DTYPES[self.config.dtype]
             for xb, _ in self.loader:
-                losses.append(self._step(xb.reshape(len(xb), -1).to(dtype)))
+                losses.append(self._step(xb.reshape(len(xb), *self.spec.input_shape).to(dtype)))
         else:
             batches = torch.from_numpy(epoch_batches(self.config.seed, epoch, self.n, self.config.batch_size))
             for idx in batches:

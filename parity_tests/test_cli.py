@@ -23,7 +23,7 @@ def test_parity_prints_a_passing_table_on_the_offline_sample(data_dir):
     assert out.stdout.rstrip().endswith("PARITY OK")
 
 
-@pytest.mark.parametrize("preset", ["mlp9", "tanh3"])
+@pytest.mark.parametrize("preset", ["mlp9", "tanh3", "conv"])
 def test_demo_trains_both_frameworks_and_writes_three_pictures(preset, data_dir, tmp_path):
     out = run_cli("demo", "--preset", preset, "--epochs", "2", "--limit", "640", "--out", str(tmp_path),
                   data_dir=data_dir)
@@ -106,6 +106,15 @@ def test_train_resume_tensorboard_and_conflicts(data_dir, tmp_path):
     (run / "checkpoint.safetensors").write_bytes(b"junk")
     out = run_cli("train", "--resume", str(run), "--epochs", "3", data_dir=data_dir)
     assert out.returncode == 1 and "checkpoint.safetensors: not a valid safetensors file" in out.stderr
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_train_conv_preset(framework, data_dir, tmp_path):
+    out = run_cli("train", "--framework", framework, "--preset", "conv", "--epochs", "1", "--limit", "256",
+                  "--batch-size", "64", "--loss", "bce", "--out", str(tmp_path), "--no-progress", data_dir=data_dir)
+    assert out.returncode == 0, out.stderr
+    assert f"{framework} conv: 1 epochs" in out.stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"][0]["steps"] == 4
 
 
 def test_train_progress_bar_names_steps_loss_and_rate(data_dir, tmp_path):

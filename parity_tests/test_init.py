@@ -41,3 +41,17 @@ def test_distribution_matches_torch_default_linear_init(fan_in, fan_out):
     jm = ae_jax.build(spec)
     w = ae_jax.state_dict(jm)[name]
     assert np.abs(w).max() <= bound and w.std() == pytest.approx(bound / math.sqrt(3), rel=0.15)
+
+
+@pytest.mark.parametrize("module, name", [
+    (lambda: torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), "encoder.2.weight"),
+    (lambda: torch.nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1), "decoder.3.weight"),
+])
+def test_conv_init_bound_matches_torch(module, name):
+    """torch's fan_in for ConvTranspose2d comes from weight.size(1) (out_channels): both bounds must agree."""
+    torch.manual_seed(0)
+    ref = np.concatenate([module().weight.detach().numpy().ravel() for _ in range(20)])
+    ours = np.concatenate([init_state_dict(get_spec("conv"), s)[name].ravel() for s in range(20)])
+    assert np.abs(ours).max() <= np.abs(ref).max() * 1.001 + 1e-9
+    assert np.abs(ours).max() == pytest.approx(np.abs(ref).max(), rel=0.01)
+    assert ours.std() == pytest.approx(ref.std(), rel=0.03)

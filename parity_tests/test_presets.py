@@ -7,7 +7,8 @@ import torch
 
 import ae_jax
 import ae_torch
-from ae_core import PRESETS, Activation, Linear, ModelSpec, SpecError, get_spec, model_inputs
+from ae_core import (PRESETS, Activation, Conv2d, ConvTranspose2d, Flatten, Linear, ModelSpec, SpecError, Unflatten,
+                     get_spec, model_inputs)
 from ae_jax.train import encode_decode
 
 from tutorial_models import TUTORIAL
@@ -65,6 +66,13 @@ def test_a_user_spec_builds_in_both_frameworks():
     (lambda: ModelSpec("bad", encoder=(Linear(784, 9),), decoder=(Linear(9, 784),), input="audio"),
      "unknown input kind"),
     (lambda: get_spec("mlp10"), "unknown preset 'mlp10'"),
+    (lambda: ConvTranspose2d(4, 2, 3, stride=2, output_padding=2), "output_padding must be smaller than stride"),
+    (lambda: Conv2d(1, 4, 0), "Conv2d.kernel_size must be an int >= 1"),
+    (lambda: ModelSpec("bad", encoder=(Conv2d(3, 4, 3),), decoder=(Linear(4, 784),), input="mnist_image"),
+     "expected (3, H, W)"),
+    (lambda: ModelSpec("bad", encoder=(Conv2d(1, 4, 3, stride=2, padding=1), Flatten()),
+                       decoder=(Unflatten((4, 14, 14)), ConvTranspose2d(4, 1, 3, stride=2, padding=1)),
+                       input="mnist_image"), "decoder produces shape (1, 27, 27)"),
     (lambda: ae_torch.build("mlp9", dtype="float16"), "unsupported dtype"),
     (lambda: ae_jax.build("mlp9", dtype="int32"), "unsupported dtype"),
 ])

@@ -173,3 +173,25 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
         save_safetensors(path, {"a": np.ones(3, np.float32), "b": object()})
     assert path.read_bytes() == old
     assert os.listdir(tmp_path) == ["w.safetensors"]
+
+
+def test_conv_weights_with_the_wrong_rank_or_layout_are_refused_by_name():
+    jm = ae_jax.build("conv", seed=0)
+    before = ae_jax.state_dict(jm)
+    sd = init_state_dict(get_spec("conv"), 1)
+    sd["encoder.0.weight"] = sd["encoder.0.weight"][..., 0]  # rank 3
+    sd["decoder.3.weight"] = sd["decoder.3.weight"].transpose(1, 0, 2, 3)  # Conv2d layout for a ConvTranspose2d
+    with pytest.raises(StateDictError) as info:
+        ae_jax.load_state_dict(jm, sd)
+    assert "encoder.0.weight: shape (16, 1, 3) != expected (16, 1, 3, 3)" in str(info.value)
+    assert "decoder.3.weight: shape (16, 32, 3, 3) != expected (32, 16, 3, 3)" in str(info.value)
+    assert_trees_all_close(ae_jax.state_dict(jm), before, exact=True)
+
+
+def test_conv_round_trip_is_bit_exact():
+    tm = ae_torch.build("conv")
+    jm = ae_jax.build("conv")
+    ae_jax.load_state_dict(jm, tm.state_dict())
+    k = np.asarray(jm.decoder.layers[3].kernel.get_value())
+    assert k.shape == (3, 3, 16, 32)  # (kH, kW, out, in) for nnx.ConvTranspose(transpose_kernel=True)
+    assert_trees_all_close(ae_jax.state_dict(jm), to_numpy_dict(tm.state_dict()), exact=True)

@@ -70,3 +70,22 @@ class Vec64(nn.Module):
 
 
 TUTORIAL = {"mlp9": MLP9, "tanh3": Tanh3, "mlp16": MLP16, "shallow128": Shallow128, "vec64": Vec64}
+
+
+class ConvAE(nn.Module):  # the usual convolutional MNIST autoencoder
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(32 * 7 * 7, 16))
+        self.decoder = nn.Sequential(
+            nn.Linear(16, 32 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (32, 7, 7)),
+            nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+TUTORIAL["conv"] = ConvAE
