@@ -19,13 +19,14 @@ import gzip
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .files import atomic_write
 
 SOURCES = ("auto", "full", "sample")
 SPLITS = ("train", "test")
@@ -126,21 +127,7 @@ def write_idx(path: os.PathLike | str, array: np.ndarray) -> None:
         raise TypeError(f"IDX cannot store dtype {array.dtype}")
     header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     body = array.astype(_IDX_DTYPES[code]).tobytes()
-    _atomic_write(Path(path), header + body)
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), header + body)
 
 
 def read_split(raw_dir: os.PathLike | str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +204,7 @@ def download(raw: os.PathLike | str, mirrors=MIRRORS, md5: dict | None = MD5, ti
                 except MnistFileError as e:
                     errors.append(str(e))
                     continue
-                _atomic_write(raw / name, data)
+                atomic_write(raw / name, data)
                 log(f"downloaded {url} -> {raw / name}")
                 break
             else:

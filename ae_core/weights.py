@@ -8,11 +8,12 @@ map) records the spec, dtype and anything else a reader must check before loadin
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from .files import atomic_write
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -86,19 +87,7 @@ def save_safetensors(path: os.PathLike | str, tensors: Mapping[str, np.ndarray],
     path = Path(path)
     arrays = {k: np.ascontiguousarray(to_numpy(v)) for k, v in tensors.items()}
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    payload = save(arrays, metadata=meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, save(arrays, metadata=meta))
 
 
 def load_safetensors(path: os.PathLike | str) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ae_core import epoch_batches, get_spec, model_inputs
+from ae_core import epoch_batches, get_spec
 from ae_core.training import TrainConfig
 
 from . import plots

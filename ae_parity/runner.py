@@ -9,17 +9,16 @@ one because batch order is a function of (seed, epoch) and the whole state is in
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ae_core import ModelSpec, get_spec, model_inputs
 from ae_core import mnist
+from ae_core.files import atomic_write
 from ae_core.training import Checkpoint, TrainConfig, load_checkpoint, save_checkpoint
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -42,7 +41,7 @@ class Data:
     x_train: np.ndarray
     x_eval: np.ndarray
     source: str
-    labels_eval: np.ndarray = field(default=None)
+    labels_eval: np.ndarray | None = None
 
 
 def load_data(spec: ModelSpec, source: str = "auto", data_dir=None, dtype: str = "float32",
@@ -62,17 +61,6 @@ def make_trainer(framework: str, spec, config: TrainConfig, data: Data, **kwargs
     else:
         raise ValueError(f"unknown framework {framework!r}; expected one of {FRAMEWORKS}")
     return Trainer(spec, config, data.x_train, data.x_eval, **kwargs)
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ScalarWriter:
@@ -168,7 +156,7 @@ def train_run(framework: str, spec: str | ModelSpec, config: TrainConfig, out_di
             metrics["epochs"].append(record)
             save_checkpoint(ckpt_path, Checkpoint(spec, config, epoch + 1, trainer.step, trainer.model_state(),
                                                   trainer.optimizer_state(), framework))
-            _write_json_atomic(metrics_path, metrics)
+            atomic_write(metrics_path, json.dumps(metrics, indent=1).encode())
             for tag in ("train_loss", "eval_loss", "samples_per_s"):
                 writer.add_scalar(f"{framework}/{tag}", record[tag], epoch + 1)
             bar.epoch(framework, epoch, config.epochs, len(losses), losses, seconds, config.batch_size)

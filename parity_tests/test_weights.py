@@ -165,12 +165,23 @@ def test_missing_file_is_named(tmp_path):
         load_safetensors(tmp_path / "nope.safetensors")
 
 
-def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from ae_core import files
+
     path = tmp_path / "w.safetensors"
     save_safetensors(path, {"a": np.ones(3, np.float32)})
     old = path.read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises(SafetensorError):  # unserialisable: refused before any file is touched
         save_safetensors(path, {"a": np.ones(3, np.float32), "b": object()})
+
+    def fail_fsync(fd):  # the disk fails after the temp file was written, before the rename
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", fail_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        save_safetensors(path, {"a": np.zeros(5, np.float32)})
     assert path.read_bytes() == old
     assert os.listdir(tmp_path) == ["w.safetensors"]
 
