@@ -8,9 +8,9 @@ Variants (each trains its own copy of the same initial model along the same batc
 - ``ae_jax jit step``: one compiled train step per batch, called from Python;
 - ``ae_jax scan epoch``: the whole epoch as one compiled ``lax.scan``.
 
-Each framework lives in its own worker process, as in real use: in one process on a 2-core machine,
-torch's OpenMP threads and XLA's thread pool measurably slow each other down (we saw the JAX epoch go
-from 64 to 110 ms), and ``OMP_WAIT_POLICY=PASSIVE`` fixes that only by making torch 4x slower. One
+Each framework lives in its own worker process, as in real use: with a torch trainer active in the
+same process on this 2-core machine, the JAX epoch measured 107-110 ms against 62-64 ms alone (not
+thread affinity; ``OMP_WAIT_POLICY=PASSIVE`` helped partly, at the price of a 4x slower torch). One
 bench run drives both workers; epochs are timed round-robin (variant A epoch k, variant B epoch k, ...;
 only one variant computes at a time) so that load on a shared machine hits every variant alike. The
 median epoch is reported, after one warm-up epoch (which includes JAX compilation). Compile time is
