@@ -2,9 +2,9 @@
 
 from .convert import RULES, StateDictError, bindings, load_state_dict, state_dict, to_torch_layout
 from .models import Autoencoder, build
-from .numerics import jnp_dtype, matmul_precision
+from .numerics import jnp_dtype
 from .weights import load_weights, model_dtype, save_weights
 
 __all__ = ["Autoencoder", "RULES", "StateDictError", "bindings", "build", "jnp_dtype", "load_state_dict",
-           "load_weights", "matmul_precision", "model_dtype", "save_weights", "state_dict",
+           "load_weights", "model_dtype", "save_weights", "state_dict",
            "to_torch_layout"]

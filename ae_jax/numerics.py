@@ -1,8 +1,6 @@
-"""Explicit numerics: dtypes and matmul precision."""
+"""Explicit numerics: dtypes (matmul precision is jax.default_matmul_precision, set by the callers)."""
 
 from __future__ import annotations
-
-import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +15,3 @@ def jnp_dtype(dtype) -> jnp.dtype:
         jax.config.update("jax_enable_x64", True)
     return jnp.dtype(name)
 
-
-@contextlib.contextmanager
-def matmul_precision(precision: str = "highest"):
-    """``jax.default_matmul_precision`` as a context: "highest" for parity (full float32 passes)."""
-    with jax.default_matmul_precision(precision):
-        yield

@@ -138,9 +138,6 @@ class Trainer:
         """The current model (a fresh module over the current arrays)."""
         return nnx.merge(self.graphdef, self.params, self.rest)
 
-    def steps_per_epoch(self) -> int:
-        return self.n // self.config.batch_size
-
     def train_epoch(self, epoch: int, mode: str | None = None) -> np.ndarray:
         """One epoch on ae_core's batch order for ``epoch``; the per-step losses (float64 numpy).
 

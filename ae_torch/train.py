@@ -75,9 +75,6 @@ class Trainer:
         self.x_eval = None if x_eval is None else torch.as_tensor(x_eval).to(device=device, dtype=dtype)
         epoch_batches(config.seed, 0, self.n, config.batch_size)  # validates batch_size against n
 
-    def steps_per_epoch(self) -> int:
-        return self.n // self.config.batch_size
-
     def _step(self, xb: torch.Tensor) -> torch.Tensor:
         self.opt.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.model, xb, xb)
