@@ -8,7 +8,9 @@ from .batches import epoch_batches, epoch_permutation
 from .init import init_state_dict
 from .inputs import model_inputs
 from .presets import DEFAULT_PRESET, PRESETS, get_spec
-from .spec import Activation, Conv2d, ConvTranspose2d, Flatten, Linear, ModelSpec, SpecError, Unflatten, mlp
+from .spec import (LSTM, Activation, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten, GaussianHead,
+                   GaussianNoise, LastStep, Linear, MaskingNoise, ModelSpec, RepeatSteps, SpecError, TiedLinear,
+                   Unflatten, mlp)
 from .weights import CheckpointError, StateDictError, load_weights, save_weights
 
 DTYPES = ("float32", "float64")
@@ -24,7 +26,9 @@ def check_dtype(dtype) -> str:
 
 
 __all__ = [
-    "Activation", "CheckpointError", "Conv2d", "ConvTranspose2d", "Flatten", "Unflatten", "DEFAULT_PRESET", "DTYPES", "Linear", "ModelSpec", "PRESETS",
+    "LSTM", "Activation", "BatchNorm1d", "BatchNorm2d", "CheckpointError", "Conv2d", "ConvTranspose2d", "Dropout",
+    "Flatten", "GaussianHead", "GaussianNoise", "LastStep", "MaskingNoise", "RepeatSteps", "TiedLinear", "Unflatten",
+    "DEFAULT_PRESET", "DTYPES", "Linear", "ModelSpec", "PRESETS",
     "SpecError", "StateDictError", "check_dtype", "epoch_batches", "epoch_permutation", "get_spec",
     "init_state_dict", "load_weights", "mlp", "model_inputs", "save_weights",
 ]

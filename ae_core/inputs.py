@@ -31,6 +31,8 @@ def model_inputs(spec: ModelSpec, images: np.ndarray, dtype="float32") -> np.nda
         return pixels(images, dtype)
     if spec.input == "mnist_image":
         return pixels(images, dtype).reshape(len(images), 1, 28, 28)
+    if spec.input == "mnist_rows":
+        return pixels(images, dtype).reshape(len(images), 28, 28)
     if spec.input == "features128":
         return features128(images, dtype)
     raise ValueError(f"no input pipeline for kind {spec.input!r}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .spec import Activation, Conv2d, ConvTranspose2d, Flatten, Linear, ModelSpec, SpecError, Unflatten, mlp
+from .spec import (LSTM, Activation, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten, GaussianHead,
+                   GaussianNoise, LastStep, Linear, MaskingNoise, ModelSpec, RepeatSteps, SpecError, TiedLinear,
+                   Unflatten, mlp)
 
 PRESETS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -45,6 +47,56 @@ PRESETS: dict[str, ModelSpec] = {
                      ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1), Activation("sigmoid")),
             input="mnist_image",
             description="convolutional: stride-2 convs, a Linear bottleneck, transposed convs back to 28x28",
+        ),
+        ModelSpec(
+            name="conv_bn",
+            # no bias in front of a BatchNorm (or of the Linear feeding one): the normalisation removes any
+            # shift, so such a bias has a zero gradient and only adds rounding noise (torchvision does the same)
+            encoder=(Conv2d(1, 16, 3, stride=2, padding=1, bias=False), BatchNorm2d(16), Activation("relu"),
+                     Conv2d(16, 32, 3, stride=2, padding=1, bias=False), BatchNorm2d(32), Activation("relu"),
+                     Flatten(), Dropout(0.2), Linear(32 * 7 * 7, 16, bias=False)),
+            decoder=(Linear(16, 32 * 7 * 7, bias=False), BatchNorm1d(32 * 7 * 7), Activation("relu"),
+                     Unflatten((32, 7, 7)),
+                     ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1, bias=False), BatchNorm2d(16),
+                     Activation("relu"),
+                     ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1), Activation("sigmoid")),
+            input="mnist_image",
+            description="conv with BatchNorm2d/1d after each hidden layer and dropout before the bottleneck",
+        ),
+        ModelSpec(
+            name="denoise",
+            corrupt=(GaussianNoise(0.5, clip=True),),
+            encoder=(Linear(784, 256), Activation("relu"), Linear(256, 64), Activation("relu")),
+            decoder=(Linear(64, 256), Activation("relu"), Linear(256, 784), Activation("sigmoid")),
+            description="denoising: trained on x + 0.5 * N(0, 1) clipped to [0, 1], against the clean x",
+        ),
+        ModelSpec(
+            name="denoise_mask",
+            corrupt=(MaskingNoise(0.3),),
+            encoder=(Linear(784, 256), Activation("relu"), Linear(256, 64), Activation("relu")),
+            decoder=(Linear(64, 256), Activation("relu"), Linear(256, 784), Activation("sigmoid")),
+            description="denoising: trained on x with 30% of the pixels zeroed, against the clean x",
+        ),
+        ModelSpec(
+            name="tied",
+            encoder=(Linear(784, 256), Activation("relu"), Linear(256, 32), Activation("relu")),
+            decoder=(TiedLinear("encoder.2", 32, 256), Activation("relu"),
+                     TiedLinear("encoder.0", 256, 784), Activation("sigmoid")),
+            description="tied weights: each decoder Linear is the transpose of its encoder twin (one parameter)",
+        ),
+        ModelSpec(
+            name="vae",
+            encoder=(Linear(784, 400), Activation("relu"), GaussianHead(400, 20)),
+            decoder=(Linear(20, 400), Activation("relu"), Linear(400, 784), Activation("sigmoid")),
+            description="variational (pytorch/examples' VAE): 20-d Gaussian codes, BCE + KL loss",
+        ),
+        ModelSpec(
+            name="lstm",
+            encoder=(LSTM(28, 64), LastStep(), Linear(64, 16)),
+            decoder=(Linear(16, 64), Activation("relu"), RepeatSteps(28), LSTM(64, 64), Linear(64, 28),
+                     Activation("sigmoid")),
+            input="mnist_rows",
+            description="sequence: a digit's 28 rows into an LSTM, its last state to a 16-d code, an LSTM back",
         ),
     )
 }

@@ -13,6 +13,7 @@ in PyTorch layout. Nothing here imports a deep-learning framework.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Union
 
@@ -21,7 +22,8 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "identity")
 # What a model consumes: "mnist" = flattened 28x28 digits scaled to [0, 1]; "features128" = 128-d
 # feature vectors derived from the same digits (see ae_core.inputs).
 # "mnist_image" = the same digits as (1, 28, 28) images, channels first (torch's NCHW).
-INPUT_KINDS = {"mnist": (784,), "features128": (128,), "mnist_image": (1, 28, 28)}
+# "mnist_rows" = the digits as sequences of 28 rows of 28 pixels, (steps, features) (LSTM models).
+INPUT_KINDS = {"mnist": (784,), "features128": (128,), "mnist_image": (1, 28, 28), "mnist_rows": (28, 28)}
 
 
 class SpecError(ValueError):
@@ -227,35 +229,342 @@ class Activation:
         return in_shape
 
 
-LayerSpec = Union[Linear, Activation, Conv2d, ConvTranspose2d, Flatten, Unflatten]
-LAYER_TYPES = {cls.kind: cls for cls in (Linear, Activation, Conv2d, ConvTranspose2d, Flatten, Unflatten)}
+def _probability(layer, name="p"):
+    value = getattr(layer, name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise SpecError(f"{type(layer).__name__}.{name} must be a probability in [0, 1), got {value!r}")
+
+
+@dataclass(frozen=True)
+class _BatchNorm:
+    """Shared by BatchNorm1d / BatchNorm2d: torch's semantics, stated once.
+
+    Train mode normalises with the batch mean and *biased* batch variance and updates
+    ``running = (1 - momentum) * running + momentum * batch`` with the *unbiased* batch variance
+    (torch's momentum 0.1 is Flax's momentum 0.9); eval mode uses the running statistics.
+    ``num_batches_tracked`` (int64) counts training batches. Parameters weight (gamma) and bias (beta);
+    buffers running_mean, running_var, num_batches_tracked.
+    """
+
+    num_features: int
+    eps: float = 1e-5
+    momentum: float = 0.1
+
+    def __post_init__(self) -> None:
+        _positive_ints(self, "num_features")
+        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or self.eps <= 0:
+            raise SpecError(f"{type(self).__name__}.eps must be > 0, got {self.eps!r}")
+        if not isinstance(self.momentum, (int, float)) or isinstance(self.momentum, bool) or not 0 < self.momentum <= 1:
+            raise SpecError(f"{type(self).__name__}.momentum must be in (0, 1] (torch convention), "
+                            f"got {self.momentum!r}")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.num_features,), "bias": (self.num_features,)}
+
+    def buffer_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"running_mean": (self.num_features,), "running_var": (self.num_features,), "num_batches_tracked": ()}
+
+    int_buffers = ("num_batches_tracked",)
+
+
+@dataclass(frozen=True)
+class BatchNorm1d(_BatchNorm):
+    """``torch.nn.BatchNorm1d(C)`` on (N, C) activations."""
+
+    kind = "batchnorm1d"
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if in_shape != (self.num_features,):
+            raise SpecError(f"{self} gets input of shape {in_shape}, expected ({self.num_features},)")
+        return in_shape
+
+
+@dataclass(frozen=True)
+class BatchNorm2d(_BatchNorm):
+    """``torch.nn.BatchNorm2d(C)`` on (N, C, H, W) activations (NNX: channels last)."""
+
+    kind = "batchnorm2d"
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != 3 or in_shape[0] != self.num_features:
+            raise SpecError(f"{self} gets input of shape {in_shape}, expected ({self.num_features}, H, W)")
+        return in_shape
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """``torch.nn.Dropout(p)``: in train mode ``x * mask / (1 - p)`` with a Bernoulli(1 - p) keep-mask.
+
+    The mask is *supplied* (``ae_core.noise``: drawn once with numpy, given to both frameworks), so
+    both sides drop the same units; eval mode is the identity.
+    """
+
+    p: float = 0.5
+
+    kind = "dropout"
+
+    def __post_init__(self) -> None:
+        _probability(self)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+    def noise(self, in_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...], float]:
+        return ("bernoulli", in_shape, 1.0 - self.p)
+
+
+@dataclass(frozen=True)
+class GaussianNoise:
+    """Denoising corruption ``x + std * eps`` (eps ~ N(0, 1), supplied), clipped to [0, 1] if ``clip``."""
+
+    std: float = 0.5
+    clip: bool = True
+
+    kind = "gaussian_noise"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.std, (int, float)) or isinstance(self.std, bool) or self.std <= 0:
+            raise SpecError(f"GaussianNoise.std must be > 0, got {self.std!r}")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+    def noise(self, in_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...], float]:
+        return ("normal", in_shape, 1.0)
+
+
+@dataclass(frozen=True)
+class MaskingNoise:
+    """Denoising corruption ``x * mask``: each input set to 0 with probability ``p`` (no rescaling)."""
+
+    p: float = 0.3
+
+    kind = "masking_noise"
+
+    def __post_init__(self) -> None:
+        _probability(self)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+    def noise(self, in_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...], float]:
+        return ("bernoulli", in_shape, 1.0 - self.p)
+
+
+@dataclass(frozen=True)
+class TiedLinear:
+    """A decoder Linear whose weight is the transpose of an encoder Linear's: ``y = x @ W_src + b``.
+
+    One parameter, not two: only ``bias`` is this layer's own; ``tied_to`` (e.g. ``"encoder.0"``) names
+    the Linear whose ``weight`` (out_src, in_src) it reuses, so in_features = out_src and
+    out_features = in_src. Its gradient is the sum of both uses.
+    """
+
+    tied_to: str
+    in_features: int
+    out_features: int
+    bias: bool = True
+
+    kind = "tied_linear"
+
+    def __post_init__(self) -> None:
+        _positive_ints(self, "in_features", "out_features")
+        if not (isinstance(self.tied_to, str) and re.fullmatch(r"encoder\.\d+", self.tied_to)):
+            raise SpecError(f"TiedLinear.tied_to must name an encoder layer like 'encoder.0', got {self.tied_to!r}")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"bias": (self.out_features,)} if self.bias else {}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if in_shape[-1:] != (self.in_features,):
+            raise SpecError(f"{self} gets input of shape {in_shape}")
+        return in_shape[:-1] + (self.out_features,)
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_features
+
+    def macs(self, in_shape: tuple[int, ...]) -> int:
+        return _prod(in_shape[:-1]) * self.in_features * self.out_features
+
+
+@dataclass(frozen=True)
+class GaussianHead:
+    """The VAE encoder head: two Linears ``mu`` and ``logvar`` (in_features -> latent).
+
+    Train mode samples the code ``z = mu + exp(0.5 * logvar) * eps`` with eps ~ N(0, 1) supplied;
+    eval mode returns ``mu``. Must be the last encoder layer.
+    """
+
+    in_features: int
+    latent: int
+
+    kind = "gaussian_head"
+
+    def __post_init__(self) -> None:
+        _positive_ints(self, "in_features", "latent")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {f"{head}.{p}": shape for head in ("mu", "logvar")
+                for p, shape in (("weight", (self.latent, self.in_features)), ("bias", (self.latent,)))}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if in_shape != (self.in_features,):
+            raise SpecError(f"{self} gets input of shape {in_shape}")
+        return (self.latent,)
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_features
+
+    def macs(self, in_shape: tuple[int, ...]) -> int:
+        return 2 * self.in_features * self.latent
+
+    def noise(self, in_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...], float]:
+        return ("normal", (self.latent,), 1.0)
+
+
+@dataclass(frozen=True)
+class LSTM:
+    """``torch.nn.LSTM(input_size, hidden_size, batch_first=True)``, one layer, zero initial state,
+    returning the output sequence (N, steps, hidden).
+
+    Parameters in torch's layout and gate order (i, f, g, o): weight_ih_l0 (4H, in), weight_hh_l0
+    (4H, H) and BOTH biases bias_ih_l0, bias_hh_l0 (4H,) -- Flax's LSTMCell has one bias per gate.
+    """
+
+    input_size: int
+    hidden_size: int
+
+    kind = "lstm"
+
+    def __post_init__(self) -> None:
+        _positive_ints(self, "input_size", "hidden_size")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        h4 = 4 * self.hidden_size
+        return {"weight_ih_l0": (h4, self.input_size), "weight_hh_l0": (h4, self.hidden_size),
+                "bias_ih_l0": (h4,), "bias_hh_l0": (h4,)}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != 2 or in_shape[1] != self.input_size:
+            raise SpecError(f"{self} gets input of shape {in_shape}, expected (steps, {self.input_size})")
+        return (in_shape[0], self.hidden_size)
+
+    @property
+    def fan_in(self) -> int:  # torch: U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) for every LSTM tensor
+        return self.hidden_size
+
+    def macs(self, in_shape: tuple[int, ...]) -> int:
+        return in_shape[0] * 4 * self.hidden_size * (self.input_size + self.hidden_size)
+
+
+@dataclass(frozen=True)
+class LastStep:
+    """(steps, features) -> features of the last step (``output[:, -1]``)."""
+
+    kind = "last_step"
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != 2:
+            raise SpecError(f"LastStep gets input of shape {in_shape}, expected (steps, features)")
+        return in_shape[1:]
+
+
+@dataclass(frozen=True)
+class RepeatSteps:
+    """features -> (steps, features): the code repeated at every step (the LSTM decoder's input)."""
+
+    steps: int
+
+    kind = "repeat_steps"
+
+    def __post_init__(self) -> None:
+        _positive_ints(self, "steps")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != 1:
+            raise SpecError(f"{self} gets input of shape {in_shape}, expected (features,)")
+        return (self.steps, in_shape[0])
+
+
+LayerSpec = Union[Linear, Activation, Conv2d, ConvTranspose2d, Flatten, Unflatten, BatchNorm1d, BatchNorm2d, Dropout,
+                  GaussianNoise, MaskingNoise, TiedLinear, GaussianHead, LSTM, LastStep, RepeatSteps]
+LAYER_TYPES = {cls.kind: cls for cls in (Linear, Activation, Conv2d, ConvTranspose2d, Flatten, Unflatten, BatchNorm1d,
+                                         BatchNorm2d, Dropout, GaussianNoise, MaskingNoise, TiedLinear, GaussianHead,
+                                         LSTM, LastStep, RepeatSteps)}
+# Layers that only act in train mode, on supplied noise (the corruption of a denoising AE goes in
+# ModelSpec.corrupt, before the encoder, so the encoder's names are the plain model's).
+CORRUPTIONS = (GaussianNoise, MaskingNoise)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """An autoencoder: ``decode(encode(x))`` with ``encoder`` / ``decoder`` as Sequentials."""
+    """An autoencoder: ``decode(encode(x))`` with ``encoder`` / ``decoder`` as Sequentials.
+
+    ``corrupt`` (denoising autoencoders): parameter-free corruption layers applied to the input in
+    train mode only, before the encoder; the loss target stays the clean input.
+    """
 
     name: str
     encoder: tuple[LayerSpec, ...]
     decoder: tuple[LayerSpec, ...]
     input: str = "mnist"  # what the model eats; a key of INPUT_KINDS
     description: str = ""
+    corrupt: tuple[LayerSpec, ...] = ()
+
+    PARTS = ("corrupt", "encoder", "decoder")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "encoder", tuple(self.encoder))
-        object.__setattr__(self, "decoder", tuple(self.decoder))
+        for part in self.PARTS:
+            object.__setattr__(self, part, tuple(getattr(self, part)))
         if self.input not in INPUT_KINDS:
             raise SpecError(f"{self.name}: unknown input kind {self.input!r}; known: {', '.join(INPUT_KINDS)}")
         if not self.encoder or not self.decoder:
             raise SpecError(f"{self.name}: encoder and decoder must each have at least one layer")
-        for part in ("encoder", "decoder"):
+        for part in self.PARTS:
             for i, layer in enumerate(getattr(self, part)):
+                where = f"{self.name}: {part}[{i}]"
                 if not isinstance(layer, tuple(LAYER_TYPES.values())):
-                    raise SpecError(f"{self.name}: {part}[{i}] is {layer!r}, not a layer spec")
+                    raise SpecError(f"{where} is {layer!r}, not a layer spec")
+                if (part == "corrupt") != isinstance(layer, CORRUPTIONS):
+                    raise SpecError(f"{where}: corruption layers (GaussianNoise, MaskingNoise) go in `corrupt`, "
+                                    f"and only there" if part != "corrupt" else
+                                    f"{where}: only GaussianNoise / MaskingNoise may corrupt the input, got {layer}")
+                if isinstance(layer, GaussianHead) and (part != "encoder" or i != len(self.encoder) - 1):
+                    raise SpecError(f"{where}: a GaussianHead must be the last encoder layer")
+                if isinstance(layer, TiedLinear):
+                    self._check_tied(where, part, layer)
         code = self._propagate("encoder", self.input_shape)
         out = self._propagate("decoder", code)
         if out != self.input_shape:
             raise SpecError(f"{self.name}: decoder produces shape {out}, but the input has shape {self.input_shape}")
+
+    def _check_tied(self, where: str, part: str, layer: TiedLinear) -> None:
+        if part != "decoder":
+            raise SpecError(f"{where}: TiedLinear belongs in the decoder")
+        index = int(layer.tied_to.split(".")[1])
+        source = self.encoder[index] if index < len(self.encoder) else None
+        if not isinstance(source, Linear):
+            raise SpecError(f"{where}: tied_to={layer.tied_to!r} is {source!r}, not an encoder Linear")
+        if (layer.in_features, layer.out_features) != (source.out_features, source.in_features):
+            raise SpecError(f"{where}: TiedLinear({layer.in_features} -> {layer.out_features}) cannot reuse the "
+                            f"transpose of {layer.tied_to} = {source}")
 
     def _propagate(self, part: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         for i, layer in enumerate(getattr(self, part)):
@@ -273,14 +582,49 @@ class ModelSpec:
     def code_shape(self) -> tuple[int, ...]:
         return self._propagate("encoder", self.input_shape)
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Canonical parameter names (PyTorch ``state_dict`` keys) -> shapes in PyTorch layout, in order."""
-        shapes: dict[str, tuple[int, ...]] = {}
-        for part in ("encoder", "decoder"):
+    def layers(self):
+        """``(part, index, layer)`` for every layer, in execution order (corrupt, encoder, decoder)."""
+        for part in self.PARTS:
             for i, layer in enumerate(getattr(self, part)):
-                for pname, shape in layer.param_shapes().items():
-                    shapes[f"{part}.{i}.{pname}"] = shape
-        return shapes
+                yield part, i, layer
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Trainable parameters: canonical names (PyTorch ``named_parameters``) -> shapes in PyTorch layout."""
+        return {f"{part}.{i}.{p}": shape for part, i, layer in self.layers()
+                for p, shape in layer.param_shapes().items()}
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Everything in a ``state_dict``: parameters and buffers (BatchNorm running statistics), in
+        PyTorch's order (per module: parameters, then buffers)."""
+        out = {}
+        for part, i, layer in self.layers():
+            own = {**layer.param_shapes(), **getattr(layer, "buffer_shapes", dict)()}
+            out.update({f"{part}.{i}.{p}": shape for p, shape in own.items()})
+        return out
+
+    def int_keys(self) -> set[str]:
+        """State-dict entries that hold integers (``num_batches_tracked``), not floats."""
+        return {f"{part}.{i}.{b}" for part, i, layer in self.layers() for b in getattr(layer, "int_buffers", ())}
+
+    def noise_shapes(self) -> dict[str, tuple[str, tuple[int, ...], float]]:
+        """The random inputs one example needs in train mode: ``{layer name: (kind, shape, param)}``.
+
+        kind "bernoulli" (param = keep probability: a 0/1 mask) or "normal" (standard normal). Shapes
+        are per example, channels first. Drawn by ``ae_core.noise`` and given to both frameworks.
+        """
+        out, shape = {}, self.input_shape
+        for part, i, layer in self.layers():
+            if hasattr(layer, "noise"):
+                out[f"{part}.{i}"] = layer.noise(shape)
+            shape = layer.out_shape(shape)
+        return out
+
+    def has(self, *kinds: str) -> bool:
+        return any(layer.kind in kinds for _, _, layer in self.layers())
+
+    @property
+    def is_vae(self) -> bool:
+        return isinstance(self.encoder[-1], GaussianHead)
 
     def num_params(self) -> int:
         return sum(_prod(shape) for shape in self.param_shapes().values())
@@ -298,25 +642,20 @@ class ModelSpec:
         def layer(l: LayerSpec) -> dict:
             return {"kind": l.kind, **asdict(l)}
 
-        return json.dumps(
-            {
-                "name": self.name,
-                "input": self.input,
-                "description": self.description,
-                "encoder": [layer(l) for l in self.encoder],
-                "decoder": [layer(l) for l in self.decoder],
-            },
-            sort_keys=True,
-        )
+        d = {"name": self.name, "input": self.input, "description": self.description}
+        d.update({part: [layer(l) for l in getattr(self, part)] for part in self.PARTS if getattr(self, part)})
+        d.setdefault("encoder", [])
+        d.setdefault("decoder", [])
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
         try:
             d = json.loads(text)
             parts = {}
-            for part in ("encoder", "decoder"):
+            for part in cls.PARTS:
                 layers = []
-                for item in d[part]:
+                for item in d.get(part, []) if part == "corrupt" else d[part]:
                     item = dict(item)
                     kind = item.pop("kind")
                     if kind not in LAYER_TYPES:
@@ -326,6 +665,9 @@ class ModelSpec:
             return cls(name=d["name"], input=d["input"], description=d.get("description", ""), **parts)
         except (KeyError, TypeError, json.JSONDecodeError) as e:
             raise SpecError(f"not a valid model spec: {e}") from None
+
+    def same_architecture(self, other: "ModelSpec") -> bool:
+        return all(getattr(self, p) == getattr(other, p) for p in self.PARTS) and self.input == other.input
 
     def describe(self, part: str) -> str:
         """The shapes one side passes through (``784-128-...`` for MLPs), with the activations named."""
@@ -337,8 +679,10 @@ class ModelSpec:
                     acts.append(layer.name)
                 continue
             shape = layer.out_shape(shape)
-            if not isinstance(layer, (Flatten, Unflatten)):
+            if isinstance(layer, (Linear, Conv2d, ConvTranspose2d, TiedLinear, GaussianHead, LSTM)):
                 shapes.append("x".join(map(str, shape)))
+            elif not isinstance(layer, (Flatten, Unflatten, LastStep, RepeatSteps)):
+                acts.append(layer.kind)
         return "-".join(shapes) + (f" ({', '.join(acts)})" if acts else "")
 
 

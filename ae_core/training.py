@@ -23,29 +23,42 @@ from .optim import OptimizerConfig
 from .spec import Activation, ModelSpec
 from .weights import CheckpointError, StateDictError, check_state_dict, load_safetensors, save_safetensors
 
-LOSSES = ("mse", "bce")
+# "vae": the negative ELBO per example, averaged over the batch: BCE-from-logits summed over pixels plus
+# KL(q(z|x) || N(0, I)) summed over the latent dimensions (the pytorch/examples VAE divided by the batch).
+LOSSES = ("mse", "bce", "vae")
 CHECKPOINT_FORMAT = "ae-parity/checkpoint-v1"
 
 
+def default_loss(spec: ModelSpec) -> str:
+    return "vae" if spec.is_vae else "mse"
+
+
 def check_loss(spec: ModelSpec, loss: str) -> None:
-    """BCE is computed from logits, so it needs a decoder that ends in a Sigmoid."""
+    """BCE (and the VAE's reconstruction term) is computed from logits: the decoder must end in a Sigmoid.
+    A VAE (GaussianHead) trains on the "vae" loss, and only it."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
-    if loss == "bce" and spec.decoder[-1] != Activation("sigmoid"):
-        raise ValueError(f"loss 'bce' is computed from logits and needs a decoder ending in Sigmoid; "
+    if loss in ("bce", "vae") and spec.decoder[-1] != Activation("sigmoid"):
+        raise ValueError(f"loss {loss!r} is computed from logits and needs a decoder ending in Sigmoid; "
                          f"{spec.name}'s decoder ends in {spec.decoder[-1]}")
+    if (loss == "vae") != spec.is_vae:
+        raise ValueError(f"loss 'vae' needs a variational model (a GaussianHead ending the encoder) and such a "
+                         f"model needs loss 'vae'; {spec.name} with loss {loss!r} is neither")
 
 
-def check_training_state(param_shapes: dict, optimizer: OptimizerConfig, model: dict, optim: dict,
-                         step: int) -> None:
-    """Validate canonical model + optimizer state against a model's parameter shapes; one error lists all."""
+def check_training_state(state_shapes: dict, param_names, optimizer: OptimizerConfig, model: dict, optim: dict,
+                         step: int, int_keys=()) -> None:
+    """Validate canonical model + optimizer state; one error lists every problem.
+
+    ``state_shapes``: the model's state dict (parameters and buffers) names -> shapes; ``param_names``:
+    the trainable ones, which carry optimizer slots.
+    """
     problems = []
-    for what, expected, given in (
-            ("model", param_shapes, model),
-            ("optimizer state", {f"{n}.{s}": shape for n, shape in param_shapes.items() for s in optimizer.state_slots},
-             optim if (step > 0 or optim) else {})):
+    slots = {f"{n}.{s}": state_shapes[n] for n in param_names for s in optimizer.state_slots}
+    for what, expected, given, ints in (("model", state_shapes, model, int_keys),
+                                        ("optimizer state", slots, optim if (step > 0 or optim) else {}, ())):
         try:
-            check_state_dict(expected, given)
+            check_state_dict(expected, given, int_keys=ints)
         except StateDictError as e:
             problems += [f"{what}: {p}" for p in e.problems]
     if step < 0:
@@ -134,8 +147,7 @@ def load_checkpoint(path, *, spec: ModelSpec | None = None, dtype: str | None = 
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint metadata ({e})") from None
     problems = []
-    if spec is not None and (saved_spec.encoder, saved_spec.decoder, saved_spec.input) != (
-            spec.encoder, spec.decoder, spec.input):
+    if spec is not None and not saved_spec.same_architecture(spec):
         problems.append(f"written for model {saved_spec.name!r}, not {spec.name!r}")
     if dtype is not None and config.dtype != dtype:
         problems.append(f"written in {config.dtype}, expected {dtype}")
@@ -145,12 +157,14 @@ def load_checkpoint(path, *, spec: ModelSpec | None = None, dtype: str | None = 
     optim = {k[len("optim."):]: v for k, v in tensors.items() if k.startswith("optim.")}
     others = [k for k in tensors if not k.startswith(("model.", "optim."))]
     try:
-        check_training_state(saved_spec.param_shapes(), config.optimizer, model, optim, step)
+        check_training_state(saved_spec.state_shapes(), saved_spec.param_shapes(), config.optimizer, model, optim,
+                             step, saved_spec.int_keys())
     except StateDictError as e:
         raise CheckpointError(f"{path}: {e}") from None
     if others:
         raise CheckpointError(f"{path}: unexpected tensors {others}")
-    if any(v.dtype.name != config.dtype for v in (*model.values(), *optim.values())):
+    ints = saved_spec.int_keys()
+    if any(v.dtype.name != config.dtype for k, v in (*model.items(), *optim.items()) if k not in ints):
         raise CheckpointError(f"{path}: tensors are not all {config.dtype}")
     extra = {k[len("extra."):]: v for k, v in meta.items() if k.startswith("extra.")}
     return Checkpoint(saved_spec, config, epoch, step, model, optim, meta.get("framework", "?"), extra)

@@ -42,11 +42,12 @@ def to_numpy(value: Any) -> np.ndarray:
 
 
 def check_state_dict(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, Any], *,
-                     strict: bool = True) -> dict[str, np.ndarray]:
+                     strict: bool = True, int_keys=()) -> dict[str, np.ndarray]:
     """Validate ``given`` against ``expected`` names/shapes (torch layout); return it as numpy.
 
     Raises one :class:`StateDictError` listing *every* problem: missing and unexpected keys (when
-    ``strict``), wrong shapes, non-float dtypes, values that are not arrays.
+    ``strict``), wrong shapes, wrong dtype kinds (floats everywhere except ``int_keys``, e.g. BatchNorm's
+    ``num_batches_tracked``), values that are not arrays.
     """
     problems: list[str] = []
     arrays: dict[str, np.ndarray] = {}
@@ -62,7 +63,10 @@ def check_state_dict(expected: Mapping[str, tuple[int, ...]], given: Mapping[str
         except (TypeError, ValueError) as e:
             problems.append(f"{name}: not an array ({e})")
             continue
-        if arr.dtype.name not in FLOAT_DTYPES:
+        if name in int_keys:
+            if arr.dtype.kind not in "iu":
+                problems.append(f"{name}: dtype {arr.dtype} is not an integer dtype (it is a counter)")
+        elif arr.dtype.name not in FLOAT_DTYPES:
             problems.append(f"{name}: dtype {arr.dtype} is not a floating-point dtype")
         if tuple(arr.shape) != tuple(expected[name]):
             problems.append(f"{name}: shape {tuple(arr.shape)} != expected {tuple(expected[name])}")
@@ -70,6 +74,9 @@ def check_state_dict(expected: Mapping[str, tuple[int, ...]], given: Mapping[str
     missing = [name for name in expected if name not in given]
     if strict:
         problems.extend(f"missing key {name!r} (shape {tuple(expected[name])})" for name in missing)
+        if any(name.endswith((".running_mean", ".running_var")) for name in missing):
+            problems.append("BatchNorm running statistics are missing: the state dict comes from a BatchNorm "
+                            "without them (track_running_stats=False?) or from another architecture")
     if problems:
         raise StateDictError(problems)
     return arrays
@@ -85,7 +92,8 @@ def save_safetensors(path: os.PathLike | str, tensors: Mapping[str, np.ndarray],
     from safetensors.numpy import save
 
     path = Path(path)
-    arrays = {k: np.ascontiguousarray(to_numpy(v)) for k, v in tensors.items()}
+    # np.array, not np.ascontiguousarray: the latter turns 0-d arrays (num_batches_tracked) into shape (1,)
+    arrays = {k: np.array(to_numpy(v), order="C") for k, v in tensors.items()}
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     return atomic_write(path, save(arrays, metadata=meta))
 
@@ -141,7 +149,7 @@ def load_weights(path: os.PathLike | str, spec=None, dtype: str | None = None) -
             saved = ModelSpec.from_json(meta["spec"])
         except SpecError as e:
             raise CheckpointError(f"{path}: unreadable spec in metadata ({e})") from None
-        if (saved.encoder, saved.decoder, saved.input) != (spec.encoder, spec.decoder, spec.input):
+        if not saved.same_architecture(spec):
             problems.append(f"written for model {saved.name!r}, not {spec.name!r} (architectures differ)")
     if dtype is not None and meta.get("dtype") not in (None, dtype):
         problems.append(f"written in {meta['dtype']}, model is {dtype}")

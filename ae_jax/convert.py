@@ -23,6 +23,8 @@ from flax import nnx
 
 from ae_core.weights import StateDictError, check_state_dict
 
+from . import models
+
 
 def _identity(a: np.ndarray) -> np.ndarray:
     return a
@@ -41,6 +43,7 @@ class ParamRule:
     to_torch: Callable[[np.ndarray], np.ndarray] = _identity
     from_torch: Callable[[np.ndarray], np.ndarray] = _identity
     layout: str = "same layout"
+    integer: bool = False  # a counter (BatchNorm's num_batches_tracked): int64 in torch
 
 
 def _hwio_from_torch(a: np.ndarray) -> np.ndarray:
@@ -56,6 +59,11 @@ def _hwio_to_torch(a: np.ndarray) -> np.ndarray:
 # - Conv2d: flax kernel (kH, kW, in, out) = torch weight (out, in, kH, kW).transpose(2, 3, 1, 0)  [2]
 # - ConvTranspose2d: torch weight (in, out, kH, kW).transpose(2, 3, 1, 0) = (kH, kW, out, in), used by
 #   nnx.ConvTranspose with transpose_kernel=True (the spatial flip torch does)  [4]
+# - BatchNorm (ae_jax's torch-faithful one): scale = weight, bias, mean/var = running_mean/running_var,
+#   num_batches_tracked (an int64 counter)  [6]
+# - LSTM (ae_jax's, torch gate order): kernel_ih/kernel_hh (in, 4H) = weight_ih_l0/weight_hh_l0 .T, and
+#   both biases kept  [9]
+# - TiedLinear: only the bias is its own; the weight is the encoder Linear's (one parameter)
 RULES: dict[type, tuple[ParamRule, ...]] = {
     nnx.Linear: (
         ParamRule("kernel", "weight", _transpose, _transpose, "kernel (in, out) = weight.T"),
@@ -69,6 +77,22 @@ RULES: dict[type, tuple[ParamRule, ...]] = {
     nnx.ConvTranspose: (
         ParamRule("kernel", "weight", _hwio_to_torch, _hwio_from_torch,
                   "kernel (kH, kW, out, in) = weight (in, out, kH, kW).transpose(2, 3, 1, 0), transpose_kernel=True"),
+        ParamRule("bias", "bias"),
+    ),
+    models.BatchNorm: (
+        ParamRule("scale", "weight"),
+        ParamRule("bias", "bias"),
+        ParamRule("mean", "running_mean"),
+        ParamRule("var", "running_var", layout="running_var: the UNBIASED batch variance, averaged"),
+        ParamRule("num_batches_tracked", "num_batches_tracked", integer=True),
+    ),
+    models.LSTM: (
+        ParamRule("kernel_ih", "weight_ih_l0", _transpose, _transpose, "kernel_ih (in, 4H) = weight_ih_l0.T, gates i,f,g,o"),
+        ParamRule("kernel_hh", "weight_hh_l0", _transpose, _transpose, "kernel_hh (H, 4H) = weight_hh_l0.T, gates i,f,g,o"),
+        ParamRule("bias_ih", "bias_ih_l0"),
+        ParamRule("bias_hh", "bias_hh_l0"),
+    ),
+    models.TiedLinear: (
         ParamRule("bias", "bias"),
     ),
 }
@@ -140,9 +164,17 @@ def expected_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
     return {b.name: b.torch_shape() for b in bindings(model)}
 
 
+def int_keys(model: nnx.Module) -> set[str]:
+    """Names of the integer entries (counters) of ``model``'s state dict."""
+    return {b.name for b in bindings(model) if b.rule.integer}
+
+
 def state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
-    """``{torch name: numpy array in torch layout}``: what ``torch_model.load_state_dict`` takes."""
-    return {b.name: np.array(b.rule.to_torch(np.asarray(b.variable.get_value()))) for b in bindings(model)}
+    """``{torch name: numpy array in torch layout}``: what ``torch_model.load_state_dict`` takes.
+
+    Counters come out as int64, torch's dtype for them."""
+    return {b.name: np.array(b.rule.to_torch(np.asarray(b.variable.get_value())),
+                             dtype=np.int64 if b.rule.integer else None) for b in bindings(model)}
 
 
 def load_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], strict: bool = True) -> LoadResult:
@@ -155,7 +187,8 @@ def load_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], strict: bo
     size mismatches, nothing is assigned unless everything fits.
     """
     binds = bindings(model)
-    arrays = check_state_dict({b.name: b.torch_shape() for b in binds}, state_dict, strict=strict)
+    arrays = check_state_dict({b.name: b.torch_shape() for b in binds}, state_dict, strict=strict,
+                              int_keys=int_keys(model))
     new_values = {}
     for b in binds:
         if b.name in arrays:
@@ -169,14 +202,20 @@ def load_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], strict: bo
 
 
 def to_torch_layout(model: nnx.Module, tree: nnx.State) -> dict[str, np.ndarray]:
-    """A state shaped like ``model``'s parameters (e.g. gradients) as a canonical dict."""
+    """A state shaped like ``model``'s parameters (e.g. gradients) as a canonical dict of the parameters."""
     shadow = nnx.clone(model)
     nnx.update(shadow, tree)
-    return state_dict(shadow)
+    params = set(param_names(shadow))
+    return {k: v for k, v in state_dict(shadow).items() if k in params}
 
 
 __all__ = ["Binding", "LoadResult", "ParamRule", "RULES", "StateDictError", "bindings", "expected_shapes",
-           "from_torch_layout", "load_state_dict", "state_dict", "to_torch_layout"]
+           "from_torch_layout", "int_keys", "load_state_dict", "param_names", "state_dict", "to_torch_layout"]
+
+
+def param_names(model: nnx.Module) -> list[str]:
+    """Canonical names of the trainable parameters (``nnx.Param``), i.e. torch's ``named_parameters``."""
+    return [b.name for b in bindings(model) if isinstance(b.variable, nnx.Param)]
 
 
 def from_torch_layout(model: nnx.Module, tensors: Mapping[str, Any]) -> nnx.State:

@@ -1,4 +1,5 @@
-"""Reconstruction losses (mirrors ae_torch/losses.py). Each takes the model, so BCE can use logits."""
+"""Losses (mirrors ae_torch/losses.py). Each takes the model and the supplied noise; every loss is a mean
+over the batch, so the gradient scale does not depend on the batch size."""
 
 from __future__ import annotations
 
@@ -6,15 +7,35 @@ import jax
 import jax.numpy as jnp
 
 
-def mse(model, x: jax.Array, target: jax.Array) -> jax.Array:
+def _bce_with_logits(logits: jax.Array, target: jax.Array) -> jax.Array:
+    """Elementwise, torch's stable form: max(l, 0) - l*t + log1p(exp(-|l|))."""
+    return jnp.maximum(logits, 0) - logits * target + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
+def mse(model, x: jax.Array, target: jax.Array, noise=None) -> jax.Array:
     """torch's ``nn.MSELoss()``: the plain mean of squared errors. NOT ``optax.l2_loss`` (which is 0.5x)."""
-    return jnp.mean(jnp.square(model(x) - target))
+    return jnp.mean(jnp.square(model.outputs(x, noise)["recon"] - target))
 
 
-def bce(model, x: jax.Array, target: jax.Array) -> jax.Array:
-    """torch's ``nn.BCEWithLogitsLoss()``, with torch's stable form max(l, 0) - l*t + log1p(exp(-|l|))."""
-    logits = model.decode_logits(model.encode(x))
-    return jnp.mean(jnp.maximum(logits, 0) - logits * target + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+def bce(model, x: jax.Array, target: jax.Array, noise=None) -> jax.Array:
+    """torch's ``nn.BCEWithLogitsLoss()`` (mean over elements)."""
+    return jnp.mean(_bce_with_logits(model.outputs(x, noise)["logits"], target))
 
 
-LOSSES = {"mse": mse, "bce": bce}
+def vae_terms(model, x: jax.Array, target: jax.Array, noise=None) -> dict[str, jax.Array]:
+    """The VAE's two terms, each summed per example and averaged over the batch (see ae_torch)."""
+    out = model.outputs(x, noise)
+    n = x.shape[0]
+    recon = jnp.sum(_bce_with_logits(out["logits"], target)) / n
+    mu, logvar = out["mu"], out["logvar"]
+    kl = -0.5 * jnp.sum(1 + logvar - jnp.square(mu) - jnp.exp(logvar)) / n
+    return {"recon": recon, "kl": kl}
+
+
+def vae(model, x: jax.Array, target: jax.Array, noise=None) -> jax.Array:
+    """The negative ELBO per example, batch mean: ``recon + kl`` of :func:`vae_terms`."""
+    terms = vae_terms(model, x, target, noise)
+    return terms["recon"] + terms["kl"]
+
+
+LOSSES = {"mse": mse, "bce": bce, "vae": vae}

@@ -31,6 +31,31 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
 _SLOT_FIELDS = {"exp_avg": "mu", "exp_avg_sq": "nu", "momentum_buffer": "trace"}
 
 
+def _state_field(opt_state, field: str, value=None):
+    """Get (``value is None``) or replace the field ``field`` of the optax state NamedTuple that has it.
+
+    Walks only optax's own structure (chains are tuples of NamedTuple states), never into the parameter
+    trees inside: ``optax.tree_utils.tree_get`` also matches dict keys there, so a model with a layer
+    called ``mu`` (the VAE head) would make "mu" ambiguous.
+    """
+    found = []
+
+    def walk(node):
+        if isinstance(node, tuple) and hasattr(node, "_fields"):  # an optax state NamedTuple
+            if field in node._fields:
+                found.append(node)
+                return node if value is None else node._replace(**{field: value})
+            return type(node)(*(walk(child) for child in node))
+        if isinstance(node, tuple):
+            return tuple(walk(child) for child in node)
+        return node
+
+    new_state = walk(opt_state)
+    if len(found) != 1:
+        raise KeyError(f"optimizer state has {len(found)} fields named {field!r}, expected exactly one")
+    return getattr(found[0], field) if value is None else new_state
+
+
 def optimizer_state(opt_state, model: nnx.Module, config: OptimizerConfig, step: int) -> dict[str, np.ndarray]:
     """``{"<param name>.<slot>": array}`` in torch layout and naming, after ``step`` steps.
 
@@ -40,7 +65,7 @@ def optimizer_state(opt_state, model: nnx.Module, config: OptimizerConfig, step:
         return {}
     out = {}
     for slot in config.state_slots:
-        tree = optax.tree_utils.tree_get(opt_state, _SLOT_FIELDS[slot])
+        tree = _state_field(opt_state, _SLOT_FIELDS[slot])
         out.update({f"{name}.{slot}": v for name, v in to_torch_layout(model, tree).items()})
     return out
 
@@ -52,8 +77,8 @@ def load_optimizer_state(opt_state, model: nnx.Module, config: OptimizerConfig, 
         sd = {k[: -len(slot) - 1]: v for k, v in state.items() if k.endswith("." + slot)}
         if step == 0 and not sd:
             continue  # nothing to restore before the first step (fresh zeros)
-        opt_state = optax.tree_utils.tree_set(opt_state, **{_SLOT_FIELDS[slot]: from_torch_layout(model, sd)})
+        opt_state = _state_field(opt_state, _SLOT_FIELDS[slot], from_torch_layout(model, sd))
     if config.name in ("adam", "adamw"):
-        opt_state = optax.tree_utils.tree_set(opt_state, count=jnp.asarray(step, jnp.int32))
+        opt_state = _state_field(opt_state, "count", jnp.asarray(step, jnp.int32))
     return opt_state
 

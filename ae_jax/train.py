@@ -17,9 +17,10 @@ import optax
 from flax import nnx
 
 from ae_core import ModelSpec, epoch_batches, get_spec
+from ae_core.noise import epoch_noise
 from ae_core.training import TrainConfig, check_loss, check_training_state
 
-from .convert import expected_shapes, load_state_dict, state_dict
+from .convert import expected_shapes, int_keys, load_state_dict, param_names, state_dict
 from .losses import LOSSES
 from .models import build
 from .numerics import jnp_dtype
@@ -27,68 +28,75 @@ from .optim import load_optimizer_state, make_optimizer, optimizer_state
 
 
 # ---------------------------------------------------------------------------- pure functions ----
-def _loss(graphdef, loss_name, params, rest, x):
-    model = nnx.merge(graphdef, params, rest)
-    value = LOSSES[loss_name](model, x, x)
+def _loss(graphdef, loss_name, params, rest, x, noise):
+    # copy=True: fresh Variables owned by this trace, so a train-mode BatchNorm may update its statistics
+    model = nnx.merge(graphdef, params, rest, copy=True)
+    value = LOSSES[loss_name](model, x, x, noise)
     _, _, new_rest = nnx.split(model, nnx.Param, ...)  # e.g. BatchNorm statistics updated in the call
     return value, new_rest
 
 
-def train_step(graphdef, tx: optax.GradientTransformation, loss_name: str, params, rest, opt_state, x):
-    """One optimizer step on batch ``x``: (params, rest, opt_state, loss)."""
+def train_step(graphdef, tx: optax.GradientTransformation, loss_name: str, params, rest, opt_state, x, noise):
+    """One optimizer step on batch ``x`` with its supplied ``noise``: (params, rest, opt_state, loss)."""
     (value, rest), grads = jax.value_and_grad(functools.partial(_loss, graphdef, loss_name), has_aux=True)(
-        params, rest, x)
+        params, rest, x, noise)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), rest, opt_state, value
 
 
-def train_step_indexed(graphdef, tx, loss_name, params, rest, opt_state, data, idx):
-    """:func:`train_step` on the batch ``data[idx]`` (gathered inside the compiled program)."""
-    return train_step(graphdef, tx, loss_name, params, rest, opt_state, data[idx])
+def train_step_indexed(graphdef, tx, loss_name, params, rest, opt_state, data, idx, noise, step):
+    """:func:`train_step` on the batch ``data[idx]`` and the epoch's noise at ``step`` (both gathered
+    inside the compiled program)."""
+    noise = jax.tree.map(lambda a: a[step], noise)
+    return train_step(graphdef, tx, loss_name, params, rest, opt_state, data[idx], noise)
 
 
-def train_epoch(graphdef, tx, loss_name, params, rest, opt_state, data, batch_idx):
-    """A whole epoch as one ``lax.scan`` over ``batch_idx`` (steps, batch): gathers ``data[idx]`` per step."""
+def train_epoch(graphdef, tx, loss_name, params, rest, opt_state, data, batch_idx, noise):
+    """A whole epoch as one ``lax.scan`` over ``batch_idx`` (steps, batch) and the epoch's ``noise``
+    (steps, batch, ...): gathers ``data[idx]`` per step."""
 
-    def body(carry, idx):
+    def body(carry, xs):
+        idx, noise_b = xs
         params, rest, opt_state = carry
-        params, rest, opt_state, value = train_step(graphdef, tx, loss_name, params, rest, opt_state, data[idx])
+        params, rest, opt_state, value = train_step(graphdef, tx, loss_name, params, rest, opt_state, data[idx],
+                                                    noise_b)
         return (params, rest, opt_state), value
 
-    (params, rest, opt_state), losses = jax.lax.scan(body, (params, rest, opt_state), batch_idx)
+    (params, rest, opt_state), losses = jax.lax.scan(body, (params, rest, opt_state), (batch_idx, noise))
     return params, rest, opt_state, losses
 
 
 def eval_loss(graphdef, loss_name, params, rest, x):
-    return _loss(graphdef, loss_name, params, rest, x)[0]
+    return _loss(graphdef, loss_name, params, rest, x, None)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "loss"))
-def _loss_and_grad(graphdef, params, rest, x, target, *, loss):
-    def loss_fn(p):
-        return LOSSES[loss](nnx.merge(graphdef, p, rest), x, target)
+def _loss_and_grad(graphdef, params, rest, x, target, noise, *, loss):
+    def loss_fn(p, r):
+        return LOSSES[loss](nnx.merge(graphdef, p, r, copy=True), x, target, noise)
 
-    return jax.value_and_grad(loss_fn)(params)
+    return jax.value_and_grad(loss_fn)(params, rest)
 
 
 def loss_and_grad(model: nnx.Module, x: jax.Array, target: jax.Array | None = None,
-                  loss: str = "mse") -> tuple[jax.Array, nnx.State]:
-    """The loss of one batch and the gradient w.r.t. every ``nnx.Param`` (jit-compiled)."""
+                  loss: str = "mse", noise=None) -> tuple[jax.Array, nnx.State]:
+    """The loss of one batch and the gradient w.r.t. every ``nnx.Param`` (jit-compiled), in the model's
+    current mode; the model itself is not changed (a train-mode BatchNorm's statistics update is
+    discarded: :class:`Trainer` keeps it)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return _loss_and_grad(graphdef, params, rest, x, x if target is None else target, loss=loss)
+    return _loss_and_grad(graphdef, params, rest, x, x if target is None else target, noise, loss=loss)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
-def _encode_decode(graphdef, state, x):
-    model = nnx.merge(graphdef, state)
-    z = model.encode(x)
-    return z, model.decode(z)
+def _encode_decode(graphdef, state, x, noise):
+    out = nnx.merge(graphdef, state).outputs(x, noise)
+    return out["code"], out["recon"]
 
 
-def encode_decode(model: nnx.Module, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Codes and reconstructions of one batch (jit-compiled)."""
+def encode_decode(model: nnx.Module, x: jax.Array, noise=None) -> tuple[jax.Array, jax.Array]:
+    """Codes and reconstructions of one batch (jit-compiled), in the model's current mode."""
     graphdef, state = nnx.split(model)
-    return _encode_decode(graphdef, state, x)
+    return _encode_decode(graphdef, state, x, noise)
 
 
 # ---------------------------------------------------------------------------------- Trainer ----
@@ -117,6 +125,9 @@ class Trainer:
         self.precision = precision
         self.tx = make_optimizer(config.optimizer)
         model = build(self.spec, dtype=config.dtype, seed=config.seed)
+        model.eval()
+        self.eval_graphdef = nnx.graphdef(model)
+        model.train()
         self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
         self.opt_state = self.tx.init(self.params)
         put = functools.partial(jax.device_put, device=device)
@@ -129,30 +140,33 @@ class Trainer:
         platform = next(iter(self.x.devices())).platform
         self.mode = mode if mode != "auto" else ("step" if has_conv and platform == "cpu" else "scan")
         static = (self.graphdef, self.tx, config.loss)
+        self._device = device
         self._step_fn = jax.jit(functools.partial(train_step_indexed, *static), donate_argnums=(0, 1, 2))
         self._epoch_fn = jax.jit(functools.partial(train_epoch, *static), donate_argnums=(0, 1, 2))
-        self._eval_fn = jax.jit(functools.partial(eval_loss, self.graphdef, config.loss))
+        self._eval_fn = jax.jit(functools.partial(eval_loss, self.eval_graphdef, config.loss))
 
     @property
     def model(self) -> nnx.Module:
-        """The current model (a fresh module over the current arrays)."""
-        return nnx.merge(self.graphdef, self.params, self.rest)
+        """The current model (a fresh module over the current arrays, in eval mode)."""
+        return nnx.merge(self.eval_graphdef, self.params, self.rest)
 
     def train_epoch(self, epoch: int, mode: str | None = None) -> np.ndarray:
         """One epoch on ae_core's batch order for ``epoch``; the per-step losses (float64 numpy).
 
         ``mode`` overrides the trainer's mode ("scan" or "step") for this epoch."""
         mode = mode or self.mode
-        idx = epoch_batches(self.config.seed, epoch, self.n, self.config.batch_size)
+        c = self.config
+        idx = epoch_batches(c.seed, epoch, self.n, c.batch_size)
+        noise = jax.device_put(epoch_noise(self.spec, c.seed, epoch, len(idx), c.batch_size, c.dtype), self._device)
         with jax.default_matmul_precision(self.precision):
             if mode == "scan":
                 self.params, self.rest, self.opt_state, losses = self._epoch_fn(
-                    self.params, self.rest, self.opt_state, self.x, idx)
+                    self.params, self.rest, self.opt_state, self.x, idx, noise)
             elif mode == "step":
                 out = []
-                for row in idx:
+                for step, row in enumerate(idx):
                     self.params, self.rest, self.opt_state, value = self._step_fn(
-                        self.params, self.rest, self.opt_state, self.x, row)
+                        self.params, self.rest, self.opt_state, self.x, row, noise, step)
                     out.append(value)
                 losses = jnp.stack(out)
             else:
@@ -182,7 +196,8 @@ class Trainer:
     def load_state(self, model: dict, optim: dict, step: int) -> None:
         """Resume from canonical state (written by either framework); validates before changing anything."""
         current = self.model
-        check_training_state(expected_shapes(current), self.config.optimizer, model, optim, step)
+        check_training_state(expected_shapes(current), param_names(current), self.config.optimizer, model, optim,
+                             step, int_keys(current))
         opt_state = load_optimizer_state(self.tx.init(self.params), current, self.config.optimizer, optim, step)
         load_state_dict(current, model)  # validates everything before assigning
         _, self.params, self.rest = nnx.split(current, nnx.Param, ...)

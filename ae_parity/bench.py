@@ -111,10 +111,13 @@ def gemm_only_ms(spec, batch_size: int, steps: int, repeats: int = 5) -> float:
 def _compile_seconds(trainer) -> float:
     """Ahead-of-time compile time of the whole-epoch program."""
     from ae_core import epoch_batches
+    from ae_core.noise import epoch_noise
 
-    idx = epoch_batches(trainer.config.seed, 0, trainer.n, trainer.config.batch_size)
+    c = trainer.config
+    idx = epoch_batches(c.seed, 0, trainer.n, c.batch_size)
+    noise = epoch_noise(trainer.spec, c.seed, 0, len(idx), c.batch_size, c.dtype)
     t = time.perf_counter()
-    trainer._epoch_fn.lower(trainer.params, trainer.rest, trainer.opt_state, trainer.x, idx).compile()
+    trainer._epoch_fn.lower(trainer.params, trainer.rest, trainer.opt_state, trainer.x, idx, noise).compile()
     return time.perf_counter() - t
 
 

@@ -71,8 +71,9 @@ def _model_args(p, *, resumable: bool = False):
                    help="default: torch's default for the optimizer (adam 0, adamw 1e-2, sgd 0)")
     p.add_argument("--momentum", type=_non_negative_float, default=None, help="sgd only (default 0)")
     p.add_argument("--nesterov", action="store_true", default=None, help="sgd with momentum only")
-    p.add_argument("--loss", choices=LOSSES, default=d("mse"),
-                   help="mse, or bce (from logits; needs a decoder ending in Sigmoid)")
+    p.add_argument("--loss", choices=LOSSES, default=None,
+                   help="mse, bce (from logits; needs a decoder ending in Sigmoid) or vae (BCE + KL; the vae "
+                        "preset); default: vae for a VAE, else mse")
     p.add_argument("--seed", type=int, default=d(0))
     p.add_argument("--dtype", choices=DTYPES, default=d("float32"))
 
@@ -131,7 +132,7 @@ def optimizer_config(args, base: OptimizerConfig | None = None) -> OptimizerConf
 
 def _train(args) -> int:
     from ae_core import get_spec
-    from ae_core.training import CHECKPOINT_FORMAT, TrainConfig, load_checkpoint
+    from ae_core.training import CHECKPOINT_FORMAT, TrainConfig, default_loss, load_checkpoint
 
     from .runner import CHECKPOINT, load_data, train_run
 
@@ -160,7 +161,7 @@ def _train(args) -> int:
         spec = get_spec(args.preset or DEFAULT_PRESET)
         config = TrainConfig(epochs=args.epochs or 10, batch_size=args.batch_size or 32,
                              optimizer=optimizer_config(args),
-                             loss=args.loss or "mse", seed=0 if args.seed is None else args.seed,
+                             loss=args.loss or default_loss(spec), seed=0 if args.seed is None else args.seed,
                              dtype=args.dtype or "float32")
         out = args.out
     data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)

@@ -12,23 +12,25 @@ from pathlib import Path
 import numpy as np
 
 from ae_core import epoch_batches, get_spec
-from ae_core.training import TrainConfig
+from ae_core.noise import batch_noise
+from ae_core.training import TrainConfig, default_loss
 
 from . import plots
 from .parity import format_table, forward_parity, step_parity, summarize
 from .runner import Data, load_data, train_run
 
 
-def parity_rows(spec, dtype: str, data: Data, batch_size: int, seed: int, optimizer) -> list:
+def parity_rows(spec, dtype: str, data: Data, batch_size: int, seed: int, optimizer, loss: str | None = None) -> list:
     idx = epoch_batches(seed, 0, len(data.x_train), batch_size)[0]
     x = data.x_train[idx].astype(np.float64)
-    return forward_parity(spec, dtype, x, seed=seed) + step_parity(spec, dtype, x, optimizer, seed=seed)
+    return (forward_parity(spec, dtype, x, seed=seed, loss=loss)
+            + step_parity(spec, dtype, x, optimizer, seed=seed, loss=loss))
 
 
 def run_parity(args) -> int:
     spec = get_spec(args.preset)
     data = load_data(spec, args.data, args.data_dir, "float64")
-    rows = parity_rows(spec, args.dtype, data, args.batch_size, args.seed, args.optimizer_config)
+    rows = parity_rows(spec, args.dtype, data, args.batch_size, args.seed, args.optimizer_config, args.loss)
     print(format_table(rows, f"{spec.name} | {args.dtype} | matmul precision highest | batch {args.batch_size} "
                              f"of MNIST ({data.source}) | weights: ae_core seed {args.seed}, shared | "
                              f"step: {args.optimizer_config.name} lr {args.optimizer_config.lr:g}"))
@@ -41,7 +43,7 @@ def run_parity(args) -> int:
 def run_demo(args) -> int:
     spec = get_spec(args.preset)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer_config,
-                         loss=args.loss, seed=args.seed, dtype=args.dtype)
+                         loss=args.loss or default_loss(spec), seed=args.seed, dtype=args.dtype)
     out = Path(args.out)
     print(f"ae-parity demo: {spec.name} ({spec.description})")
     print(f"  encoder {spec.describe('encoder')} | decoder {spec.describe('decoder')} | "
@@ -53,7 +55,7 @@ def run_demo(args) -> int:
     ok = True
     print("\n1. parity on one batch, same weights (matmul precision highest):")
     for dtype in ("float32", "float64"):
-        rows = parity_rows(spec, dtype, data, config.batch_size, config.seed, config.optimizer)
+        rows = parity_rows(spec, dtype, data, config.batch_size, config.seed, config.optimizer, config.loss)
         ok &= all(r.ok for r in rows)
         worst = summarize(rows)
         print(f"   {dtype}: " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()) +
@@ -96,22 +98,39 @@ def pictures(spec, out: Path, data: Data, runs: dict, config: TrainConfig) -> di
     import ae_torch
     from ae_core.training import load_checkpoint
 
-    tm = ae_torch.build(spec, dtype=config.dtype)
+    tm = ae_torch.build(spec, dtype=config.dtype).eval()
     ae_torch.load_state_dict(tm, load_checkpoint(out / "torch" / "checkpoint.safetensors").model)
     jm = ae_jax.build(spec, dtype=config.dtype)
+    jm.eval()
     ae_jax.load_state_dict(jm, load_checkpoint(out / "jax" / "checkpoint.safetensors").model)
     from ae_jax.train import encode_decode
 
     with torch.no_grad():
-        zt, rt = (a.numpy() for a in (tm.encode(torch.from_numpy(data.x_eval)), tm(torch.from_numpy(data.x_eval))))
-    zj, rj = (np.asarray(a) for a in encode_decode(jm, jnp.asarray(data.x_eval)))
+        zt = tm.encode(torch.from_numpy(data.x_eval)).numpy()
+    zj = np.asarray(encode_decode(jm, jnp.asarray(data.x_eval))[0])
     paths = {}
     title = f"{spec.name}, {config.epochs} epochs, {config.dtype}"
-    if spec.input in ("mnist", "mnist_image"):
+    if spec.input in ("mnist", "mnist_image", "mnist_rows"):
         pick = plots.one_per_digit(data.labels_eval)
-        paths["reconstructions"] = plots.reconstructions(out / "reconstructions.png", data.x_eval[pick],
-                                                         {"torch": rt[pick], "jax": rj[pick]},
-                                                         f"test digits: original / torch / jax ({title})")
+        shown, rows = data.x_eval[pick], {}
+        if spec.corrupt:  # denoising: the digits corrupted as in training, then cleaned by each model
+            noise = batch_noise(spec, config.seed, len(pick), config.dtype)
+            with torch.no_grad():
+                shown = tm.corrupted(torch.from_numpy(shown), {k: torch.from_numpy(v) for k, v in noise.items()})
+                shown = shown.numpy()
+            rows["noisy input"] = shown
+        with torch.no_grad():
+            rows["torch"] = tm(torch.from_numpy(shown)).numpy()
+        rows["jax"] = np.asarray(encode_decode(jm, jnp.asarray(shown))[1])
+        paths["reconstructions"] = plots.reconstructions(out / "reconstructions.png", data.x_eval[pick], rows,
+                                                         f"test digits: original / {' / '.join(rows)} ({title})")
+    if spec.is_vae:  # generation: the same draws z ~ N(0, I) decoded by both
+        z = np.random.default_rng(config.seed).standard_normal((10, *spec.code_shape)).astype(config.dtype)
+        with torch.no_grad():
+            st = tm.decode(torch.from_numpy(z)).numpy()
+        sj = np.asarray(jm.decode(jnp.asarray(z)))
+        paths["prior samples"] = plots.reconstructions(out / "samples.png", None, {"torch": st, "jax": sj},
+                                                       f"digits sampled from the prior z ~ N(0, I) ({title})")
     paths["loss curves"] = plots.loss_curves(out / "loss_curves.png", runs, f"training loss ({title})")
     paths["latent scatter"] = plots.latent_scatter(out / "latent.png", {"torch": zt, "jax": zj},
                                                    data.labels_eval, f"test-set codes by digit ({title})")

@@ -22,10 +22,10 @@ def one_per_digit(labels: np.ndarray, per_digit: int = 1) -> np.ndarray:
 
 
 def reconstructions(path, originals: np.ndarray, rows: dict[str, np.ndarray], title: str) -> Path:
-    """A grid: originals on the first row, then one row per framework's reconstructions (28x28 images)."""
+    """A grid: originals on the first row (if given), then one row per entry of ``rows`` (28x28 images)."""
     plt = _plt()
-    all_rows = {"original": originals, **rows}
-    n = len(originals)
+    all_rows = {**({"original": originals} if originals is not None else {}), **rows}
+    n = len(next(iter(all_rows.values())))
     fig, axes = plt.subplots(len(all_rows), n, figsize=(n * 0.9, len(all_rows) * 1.0 + 0.4), squeeze=False)
     for r, (name, images) in enumerate(all_rows.items()):
         for c in range(n):

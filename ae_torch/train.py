@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ae_core import ModelSpec, epoch_batches, get_spec
+from ae_core.noise import epoch_noise
 from ae_core.training import TrainConfig, check_loss, check_training_state
 
 from .losses import LOSSES
@@ -20,10 +21,12 @@ from .weights import load_state_dict, state_dict
 
 
 def loss_and_grad(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None = None,
-                  loss: str = "mse") -> tuple[float, dict[str, torch.Tensor]]:
-    """The loss of one batch and ``{parameter name: gradient}``; the model's .grad fields are left clear."""
+                  loss: str = "mse", noise=None) -> tuple[float, dict[str, torch.Tensor]]:
+    """The loss of one batch and ``{parameter name: gradient}``; the model's .grad fields are left clear.
+
+    Runs in the model's current mode (a train-mode BatchNorm updates its running statistics)."""
     model.zero_grad(set_to_none=True)
-    value = LOSSES[loss](model, x, x if target is None else target)
+    value = LOSSES[loss](model, x, x if target is None else target, noise)
     value.backward()
     grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
@@ -60,6 +63,7 @@ class Trainer:
         if (x_train is None) == (dataset is None):
             raise ValueError("give exactly one of x_train (tensor-resident data) and dataset (DataLoader path)")
         dtype = TORCH_DTYPES[config.dtype]
+        self.device = device
         self.model = build(self.spec, dtype=config.dtype, seed=config.seed, device=device)
         self.opt = make_optimizer(self.model, config.optimizer, impl)
         self.loss_fn = LOSSES[config.loss]
@@ -75,9 +79,9 @@ class Trainer:
         self.x_eval = None if x_eval is None else torch.as_tensor(x_eval).to(device=device, dtype=dtype)
         epoch_batches(config.seed, 0, self.n, config.batch_size)  # validates batch_size against n
 
-    def _step(self, xb: torch.Tensor) -> torch.Tensor:
+    def _step(self, xb: torch.Tensor, noise: dict) -> torch.Tensor:
         self.opt.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model, xb, xb)
+        loss = self.loss_fn(self.model, xb, xb, noise)
         loss.backward()
         self.opt.step()
         return loss.detach()
@@ -86,15 +90,19 @@ class Trainer:
         """One epoch on ae_core's batch order for ``epoch``; the per-step losses (float64 numpy)."""
         self.model.train()
         losses = []
+        c = self.config
+        batches = torch.from_numpy(epoch_batches(c.seed, epoch, self.n, c.batch_size))
+        noise = {k: torch.from_numpy(v).to(self.device) for k, v in
+                 epoch_noise(self.spec, c.seed, epoch, len(batches), c.batch_size, c.dtype).items()}
         if self.x is None:
             self.sampler.epoch = epoch
-            dtype = TORCH_DTYPES[self.config.dtype]
-            for xb, _ in self.loader:
-                losses.append(self._step(xb.reshape(len(xb), *self.spec.input_shape).to(dtype)))
+            dtype = TORCH_DTYPES[c.dtype]
+            for step, (xb, _) in enumerate(self.loader):
+                xb = xb.reshape(len(xb), *self.spec.input_shape).to(dtype=dtype, device=self.device)
+                losses.append(self._step(xb, {k: v[step] for k, v in noise.items()}))
         else:
-            batches = torch.from_numpy(epoch_batches(self.config.seed, epoch, self.n, self.config.batch_size))
-            for idx in batches:
-                losses.append(self._step(self.x[idx]))
+            for step, idx in enumerate(batches):
+                losses.append(self._step(self.x[idx], {k: v[step] for k, v in noise.items()}))
         self.step += len(losses)
         return torch.stack(losses).double().cpu().numpy()
 
@@ -104,7 +112,7 @@ class Trainer:
         if self.x_eval is None:
             raise ValueError("this trainer has no eval set (x_eval)")
         self.model.eval()
-        return float(self.loss_fn(self.model, self.x_eval, self.x_eval))
+        return float(self.loss_fn(self.model, self.x_eval, self.x_eval, None))
 
     # -- state in canonical form ---------------------------------------------------------------------
     def model_state(self) -> dict[str, np.ndarray]:
@@ -115,8 +123,11 @@ class Trainer:
 
     def load_state(self, model: dict, optim: dict, step: int) -> None:
         """Resume from canonical state (written by either framework); validates before changing anything."""
-        shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        check_training_state(shapes, self.config.optimizer, model, optim, step)
+        current = self.model.state_dict()
+        shapes = {k: tuple(v.shape) for k, v in current.items()}
+        ints = {k for k, v in current.items() if not v.is_floating_point()}
+        params = [name for name, _ in self.model.named_parameters()]
+        check_training_state(shapes, params, self.config.optimizer, model, optim, step, ints)
         load_state_dict(self.model, model)
         load_optimizer_state(self.opt, self.model, self.config.optimizer, optim, step)
         self.step = step

@@ -26,7 +26,8 @@ def state_dict(model: torch.nn.Module) -> dict[str, np.ndarray]:
 def load_state_dict(model: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool = True):
     """Validate, then load (numpy arrays or tensors); on any problem raise and change nothing."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    arrays = check_state_dict(expected, state_dict, strict=strict)
+    ints = {k for k, v in model.state_dict().items() if not v.is_floating_point()}
+    arrays = check_state_dict(expected, state_dict, strict=strict, int_keys=ints)
     ref = dict(model.state_dict())
     tensors = {k: torch.as_tensor(np.asarray(v)).to(dtype=ref[k].dtype, device=ref[k].device)
                for k, v in arrays.items()}

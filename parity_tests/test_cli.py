@@ -23,7 +23,7 @@ def test_parity_prints_a_passing_table_on_the_offline_sample(data_dir):
     assert out.stdout.rstrip().endswith("PARITY OK")
 
 
-@pytest.mark.parametrize("preset", ["mlp9", "tanh3", "conv"])
+@pytest.mark.parametrize("preset", ["mlp9", "tanh3", "conv", "vae", "denoise"])
 def test_demo_trains_both_frameworks_and_writes_three_pictures(preset, data_dir, tmp_path):
     out = run_cli("demo", "--preset", preset, "--epochs", "2", "--limit", "640", "--out", str(tmp_path),
                   data_dir=data_dir)
@@ -36,6 +36,8 @@ def test_demo_trains_both_frameworks_and_writes_three_pictures(preset, data_dir,
         path = tmp_path / name
         assert str(path) in out.stdout
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    if preset == "vae":  # generation: digits decoded from the prior
+        assert str(tmp_path / "samples.png") in out.stdout and "vae, float32" in out.stdout
     assert out.stdout.rstrip().endswith("PARITY OK")
 
 
@@ -109,12 +111,16 @@ def test_train_resume_tensorboard_and_conflicts(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_train_conv_preset(framework, data_dir, tmp_path):
-    out = run_cli("train", "--framework", framework, "--preset", "conv", "--epochs", "1", "--limit", "256",
-                  "--batch-size", "64", "--loss", "bce", "--out", str(tmp_path), "--no-progress", data_dir=data_dir)
+@pytest.mark.parametrize("preset", ["conv", "conv_bn", "denoise", "denoise_mask", "tied", "vae", "lstm"])
+def test_train_every_family_preset(preset, framework, data_dir, tmp_path):
+    extra = ["--loss", "bce"] if preset == "conv" else []
+    out = run_cli("train", "--framework", framework, "--preset", preset, "--epochs", "1", "--limit", "256",
+                  "--batch-size", "64", "--out", str(tmp_path), "--no-progress", *extra, data_dir=data_dir)
     assert out.returncode == 0, out.stderr
-    assert f"{framework} conv: 1 epochs" in out.stdout
-    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"][0]["steps"] == 4
+    assert f"{framework} {preset}: 1 epochs" in out.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"][0]["steps"] == 4
+    assert metrics["config"]["loss"] == ("vae" if preset == "vae" else "bce" if preset == "conv" else "mse")
 
 
 def test_train_progress_bar_names_steps_loss_and_rate(data_dir, tmp_path):

@@ -91,7 +91,11 @@ def test_mse_is_not_optax_l2_loss():
     a, b = jnp.array([1.0, 2.0, 4.0]), jnp.array([0.0, 0.0, 0.0])
     from ae_jax.losses import mse
 
-    value = mse(lambda x: x, a, b)
+    class Identity:  # a "model" whose reconstruction is its input
+        def outputs(self, x, noise=None):
+            return {"recon": x}
+
+    value = mse(Identity(), a, b)
     assert float(value) == pytest.approx(float(torch.nn.MSELoss()(torch.tensor([1.0, 2.0, 4.0]), torch.zeros(3))))
     assert float(optax.l2_loss(a, b).mean()) == pytest.approx(0.5 * float(value))
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ae_core import PRESETS, epoch_batches, get_spec, model_inputs
+from ae_core.training import default_loss
 from ae_parity.parity import TOLERANCES, diff, forward_parity
 
 pytestmark = pytest.mark.usefixtures("strict_promotion")
@@ -18,10 +19,15 @@ def batches(train):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_encodings_reconstructions_loss_and_every_gradient_agree(preset, dtype, batches):
-    rows = forward_parity(get_spec(preset), dtype, batches[preset], seed=0)
+    spec = get_spec(preset)
+    rows = forward_parity(spec, dtype, batches[preset], seed=0)
     names = {r.quantity for r in rows}
-    assert {"encodings", "reconstructions", "loss (mse)"} <= names
-    assert {f"grad {k}" for k in get_spec(preset).param_shapes()} <= names  # every parameter
+    modes = [" (eval)", " (train)"] if spec.noise_shapes() or spec.has("batchnorm1d", "batchnorm2d") else [""]
+    assert {f"{q}{m}" for q in ("encodings", "reconstructions") for m in modes} <= names
+    assert f"loss ({default_loss(spec)})" in names
+    if spec.is_vae:
+        assert {"loss vae recon", "loss vae kl"} <= names  # the two terms, each compared on its own
+    assert {f"grad {k}" for k in spec.param_shapes()} <= names  # every parameter
     failures = [f"{r.quantity}: {r.kind} {r.value:.3e} > {r.tol:.0e}" for r in rows if not r.ok]
     assert not failures, failures
     assert all(r.tol == TOLERANCES[dtype][r.group][1] for r in rows)

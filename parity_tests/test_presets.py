@@ -22,27 +22,41 @@ def test_every_preset_has_a_hand_written_tutorial_twin():
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_tutorial_state_dict_loads_strictly_in_both_frameworks(preset, train):
+    """Compared in eval mode: dropout, corruption and VAE sampling are off, BatchNorm uses the running
+    statistics -- set here to non-trivial values, as after training, so the test sees them used."""
     torch.manual_seed(0)
-    tutorial = TUTORIAL[preset]().double()
+    tutorial = TUTORIAL[preset]().double().eval()
+    with torch.no_grad():
+        for name, buf in tutorial.named_buffers():
+            if name.endswith("running_mean"):
+                buf.normal_(0.0, 0.3)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 2.0)
+            elif name.endswith("num_batches_tracked"):
+                buf.fill_(7)
     sd = tutorial.state_dict()
 
-    tm = ae_torch.build(preset, dtype="float64")
+    tm = ae_torch.build(preset, dtype="float64").eval()
     tm.load_state_dict(sd, strict=True)  # torch's own strict loader
     jm = ae_jax.build(preset, dtype="float64")
+    jm.eval()
     ae_jax.load_state_dict(jm, sd, strict=True)
+    assert {k: v.dtype for k, v in ae_jax.state_dict(jm).items()} == {k: v.numpy().dtype for k, v in sd.items()}
 
     x = model_inputs(get_spec(preset), train.images[:16], "float64")
     with torch.no_grad():
         expected = tutorial(torch.from_numpy(x)).numpy()
-        np.testing.assert_array_equal(tm(torch.from_numpy(x)).numpy(), expected)
+        np.testing.assert_allclose(tm(torch.from_numpy(x)).numpy(), expected, rtol=0, atol=1e-15)
     _, got = encode_decode(jm, jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_spec_param_shapes_are_torch_state_dict_shapes(preset):
-    tutorial = TUTORIAL[preset]()
-    assert get_spec(preset).param_shapes() == {k: tuple(v.shape) for k, v in tutorial.state_dict().items()}
+def test_spec_shapes_are_torch_state_dict_shapes(preset):
+    tutorial, spec = TUTORIAL[preset](), get_spec(preset)
+    assert list(spec.state_shapes().items()) == [(k, tuple(v.shape)) for k, v in tutorial.state_dict().items()]
+    assert spec.param_shapes() == {k: tuple(v.shape) for k, v in tutorial.named_parameters()}
+    assert spec.int_keys() == {k for k, v in tutorial.state_dict().items() if not v.is_floating_point()}
 
 
 def test_spec_json_round_trip():

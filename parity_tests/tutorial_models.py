@@ -4,6 +4,8 @@ If a state_dict saved by one of these loads strictly into the matching preset (b
 gives the same outputs, the preset's names, shapes and layer order are the tutorial's.
 """
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -89,3 +91,90 @@ class ConvAE(nn.Module):  # the usual convolutional MNIST autoencoder
 
 
 TUTORIAL["conv"] = ConvAE
+
+
+class ConvBN(nn.Module):  # the conv model with BatchNorm after each hidden layer and dropout
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Flatten(), nn.Dropout(0.2), nn.Linear(32 * 7 * 7, 16, bias=False))
+        self.decoder = nn.Sequential(
+            nn.Linear(16, 32 * 7 * 7, bias=False), nn.BatchNorm1d(32 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (32, 7, 7)),
+            nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1, bias=False), nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+class Denoising(nn.Module):  # the corruption happens in the training loop: noisy = (x + 0.5 * randn).clamp(0, 1)
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU())
+        self.decoder = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 784), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+class DecoderBias(nn.Module):  # a tied decoder layer owns only its bias
+    def __init__(self, n):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(n))
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 32), nn.ReLU())
+        self.decoder = nn.Sequential(DecoderBias(256), nn.ReLU(), DecoderBias(784), nn.Sigmoid())
+        nn.init.uniform_(self.decoder[0].bias, -0.1, 0.1)
+        nn.init.uniform_(self.decoder[2].bias, -0.1, 0.1)
+
+    def forward(self, x):
+        h = self.encoder(x)
+        h = F.relu(F.linear(h, self.encoder[2].weight.t(), self.decoder[0].bias))
+        return torch.sigmoid(F.linear(h, self.encoder[0].weight.t(), self.decoder[2].bias))
+
+
+class Heads(nn.Module):
+    def __init__(self, n_in, latent):
+        super().__init__()
+        self.mu = nn.Linear(n_in, latent)
+        self.logvar = nn.Linear(n_in, latent)
+
+    def forward(self, h):
+        return self.mu(h), self.logvar(h)
+
+
+class VAE(nn.Module):  # pytorch/examples' VAE (784-400-20), its layers inside Sequentials
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(784, 400), nn.ReLU(), Heads(400, 20))
+        self.decoder = nn.Sequential(nn.Linear(20, 400), nn.ReLU(), nn.Linear(400, 784), nn.Sigmoid())
+
+    def forward(self, x):
+        mu, logvar = self.encoder(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
+        return self.decoder(z)
+
+
+class SequenceAE(nn.Module):  # rows of a digit as a 28-step sequence
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.ModuleList([nn.LSTM(28, 64, batch_first=True), nn.Identity(), nn.Linear(64, 16)])
+        self.decoder = nn.ModuleList([nn.Linear(16, 64), nn.ReLU(), nn.Identity(),
+                                      nn.LSTM(64, 64, batch_first=True), nn.Linear(64, 28), nn.Sigmoid()])
+
+    def forward(self, x):
+        _, (h, _) = self.encoder[0](x)
+        z = self.encoder[2](h[-1])  # the last hidden state
+        d = F.relu(self.decoder[0](z))
+        out, _ = self.decoder[3](d.unsqueeze(1).repeat(1, 28, 1))
+        return torch.sigmoid(self.decoder[4](out))
+
+
+TUTORIAL.update(conv_bn=ConvBN, denoise=Denoising, denoise_mask=Denoising, tied=Tied, vae=VAE, lstm=SequenceAE)
