@@ -95,6 +95,18 @@ RULES: dict[type, tuple[ParamRule, ...]] = {
     models.TiedLinear: (
         ParamRule("bias", "bias"),
     ),
+    # Flax's own normalisation layers, for ports that use them (ae-parity diagnose): LayerNorm maps 1:1;
+    # nnx.BatchNorm has no num_batches_tracked and its own momentum convention (docs/porting.md).
+    nnx.LayerNorm: (
+        ParamRule("scale", "weight"),
+        ParamRule("bias", "bias"),
+    ),
+    nnx.BatchNorm: (
+        ParamRule("scale", "weight"),
+        ParamRule("bias", "bias"),
+        ParamRule("mean", "running_mean"),
+        ParamRule("var", "running_var"),
+    ),
 }
 
 
@@ -192,7 +204,10 @@ def load_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], strict: bo
     new_values = {}
     for b in binds:
         if b.name in arrays:
-            new_values[b.name] = jnp.asarray(b.rule.from_torch(arrays[b.name]), dtype=b.variable.dtype)
+            # jnp.array copies: jnp.asarray may alias the numpy buffer on CPU, and a torch tensor's .numpy()
+            # shares torch's memory -- a later in-place torch update (a BatchNorm's running statistics)
+            # would silently change the JAX model
+            new_values[b.name] = jnp.array(b.rule.from_torch(arrays[b.name]), dtype=b.variable.dtype, copy=True)
     for b in binds:  # all converted: now assign (cannot fail half-way)
         if b.name in new_values:
             b.variable.set_value(new_values[b.name])

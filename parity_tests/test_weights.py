@@ -206,3 +206,18 @@ def test_conv_round_trip_is_bit_exact():
     k = np.asarray(jm.decoder.layers[3].kernel.get_value())
     assert k.shape == (3, 3, 16, 32)  # (kH, kW, out, in) for nnx.ConvTranspose(transpose_kernel=True)
     assert_trees_all_close(ae_jax.state_dict(jm), to_numpy_dict(tm.state_dict()), exact=True)
+
+
+def test_loading_torch_tensors_copies_them():
+    """torch's .numpy() shares memory and jnp.asarray may alias numpy on CPU: an in-place torch update
+    after loading (a train-mode BatchNorm forward) must not change the JAX model."""
+    import torch
+
+    import ae_jax
+
+    bn = torch.nn.BatchNorm1d(3).double()
+    jm = ae_jax.models.BatchNorm(3, dtype=ae_jax.jnp_dtype("float64"))
+    ae_jax.load_state_dict(jm, bn.state_dict())
+    bn(torch.randn(8, 3, dtype=torch.float64))  # updates running_mean / num_batches_tracked in place
+    sd = ae_jax.state_dict(jm)
+    assert int(sd["num_batches_tracked"]) == 0 and not sd["running_mean"].any()
