@@ -119,7 +119,92 @@ def build_parser() -> argparse.ArgumentParser:
     par = sub.add_parser("parity", help="forward / loss / gradient / optimizer-step parity table")
     _model_args(par)
     _data_args(par)
+
+    diag = sub.add_parser("diagnose", help="where does a Flax port diverge from its torch original? layer by layer")
+    diag.add_argument("--torch", required=True, metavar="FILE.py:Class", help="the torch nn.Module class")
+    diag.add_argument("--flax", required=True, metavar="FILE.py:Class",
+                      help="the flax nnx.Module class (built with rngs=nnx.Rngs(0) if it takes rngs)")
+    diag.add_argument("--weights", default=None, help="a safetensors state dict loaded into the torch model first")
+    diag.add_argument("--batch", choices=("mnist", "random"), default="random",
+                      help="MNIST digits (data as for the other commands) or standard normal numbers")
+    diag.add_argument("--input-shape", default=None,
+                      help="per-example input shape, e.g. 784 or 1,28,28 (default: the torch class's "
+                           "`input_shape` attribute, else 784)")
+    diag.add_argument("--batch-size", type=_positive(int), default=16)
+    diag.add_argument("--flax-layout", choices=("nchw", "nhwc"), default="nchw",
+                      help="nhwc: images go to the flax model channels-last")
+    diag.add_argument("--mode", choices=("eval", "train"), default="eval")
+    diag.add_argument("--dtype", choices=DTYPES, default="float64")
+    diag.add_argument("--tol", type=_positive(float), default=None, help="relative tolerance (default 1e-10 / 1e-5)")
+    diag.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
+    _data_args(diag)
     return parser
+
+
+def _load_class(ref: str):
+    """``path/to/file.py:ClassName`` -> the class."""
+    import importlib.util
+    from pathlib import Path
+
+    path, sep, name = ref.rpartition(":")
+    if not sep or not path.endswith(".py") or not name:
+        raise ValueError(f"{ref!r}: expected FILE.py:ClassName")
+    if not Path(path).is_file():
+        raise ValueError(f"{ref!r}: no file {path}")
+    spec = importlib.util.spec_from_file_location(f"_ae_parity_user_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, name):
+        raise ValueError(f"{ref!r}: {path} defines no {name}")
+    return getattr(module, name)
+
+
+def _diagnose(args) -> int:
+    import inspect
+
+    import numpy as np
+    from flax import nnx
+
+    from ae_core.weights import load_safetensors
+
+    from .compare import compare
+
+    if args.dtype == "float64":  # before the flax model is built, or its float64 parameters become float32
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    torch_cls, flax_cls = _load_class(args.torch), _load_class(args.flax)
+    tm = torch_cls()
+    if args.weights:
+        import torch
+
+        from ae_torch.weights import load_state_dict
+
+        tensors, _ = load_safetensors(args.weights)
+        load_state_dict(tm, {k: torch.from_numpy(v) for k, v in tensors.items()})
+    takes_rngs = "rngs" in inspect.signature(flax_cls.__init__).parameters
+    fm = flax_cls(rngs=nnx.Rngs(0)) if takes_rngs else flax_cls()
+    shape = args.input_shape or ",".join(map(str, getattr(torch_cls, "input_shape", (784,))))
+    try:
+        shape = tuple(int(d) for d in str(shape).split(","))
+    except ValueError:
+        raise ValueError(f"--input-shape {shape!r}: expected comma-separated ints") from None
+    n = args.batch_size
+    if args.batch == "mnist":
+        from ae_core import mnist
+        from ae_core.inputs import pixels
+
+        images = mnist.load("train", args.data, args.data_dir).images[:n]
+        x = pixels(images, "float64")
+        if x[0].size != int(np.prod(shape)):
+            raise ValueError(f"--batch mnist gives 784 values per example, not the input shape {shape}")
+        x = x.reshape(n, *shape)
+    else:
+        x = np.random.default_rng(0).standard_normal((n, *shape))
+    flax_input = (lambda a: a.transpose(0, 2, 3, 1)) if args.flax_layout == "nhwc" and x.ndim == 4 else None
+    report = compare(tm, fm, x, dtype=args.dtype, mode=args.mode, tol=args.tol, flax_input=flax_input)
+    print(report.to_json() if args.json else report.table())
+    return 0 if report.ok else 1
 
 
 def optimizer_config(args, base: OptimizerConfig | None = None) -> OptimizerConfig:
@@ -181,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     from ae_core.mnist import MnistFileError, MnistUnavailableError
     from ae_core.weights import CheckpointError, StateDictError
 
+    from .compare import PortMismatchError
     from .runner import NonFiniteLossError
 
     try:
@@ -196,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.markdown:
                 print("\n" + markdown(report))
             return 0
+        if args.command == "diagnose":
+            return _diagnose(args)
         args.optimizer_config = optimizer_config(args)
         if args.command == "demo":
             from .demo import run_demo
@@ -207,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_parity(args)
     except (MnistFileError, MnistUnavailableError, CheckpointError, StateDictError, NonFiniteLossError) as e:
         print(f"ae-parity: error: {e}", file=sys.stderr)
+        return 1
+    except PortMismatchError as e:
+        print(f"ae-parity diagnose: error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:  # arguments that parse but cannot work together
         print(f"ae-parity {args.command}: error: {e}", file=sys.stderr)

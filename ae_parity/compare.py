@@ -211,7 +211,7 @@ def _flax_outputs(model, x) -> tuple[Any, dict[str, tuple[str, np.ndarray]]]:
     active: set[int] = set()
     patched = {}
     for cls in {type(m) for _, m in nnx.iter_modules(model)}:
-        if not callable(getattr(cls, "__call__", None)):
+        if "__call__" not in dir(cls):  # instances that cannot be called produce no outputs
             continue
         original = cls.__call__
 

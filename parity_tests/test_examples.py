@@ -40,6 +40,37 @@ def test_train_in_torch_train_in_jax_compare_and_plot(tmp_path, data_dir):
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_port_your_model_finds_the_planted_bug_and_passes_the_fix(tmp_path, data_dir):
+    out = run_example("port_your_model.py", "--data", "sample", data_dir=data_dir, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "FIRST DIVERGENCE: forward features.0 (Conv2d)" in out.stdout
+    assert "never 'SAME'" in out.stdout
+    assert "bug found at the conv: True; fixed port agrees: True" in out.stdout
+
+
+def test_diagnose_cli_on_the_example_classes(data_dir):
+    """`ae-parity diagnose` with FILE.py:Class references: exit 1 and the table for the buggy port,
+    exit 0 (and JSON for CI) for the fixed one; a bad reference exits 2 naming it."""
+    example = str(EXAMPLES / "port_your_model.py")
+    common = ["--input-shape", "1,28,28", "--flax-layout", "nhwc", "--batch", "mnist", "--data", "sample"]
+    env = dict(os.environ, AE_PARITY_DATA=str(data_dir))
+    cli = [sys.executable, "-m", "ae_parity.cli", "diagnose", "--torch", f"{example}:TorchNet"]
+    out = subprocess.run([*cli, "--flax", f"{example}:BuggyFlaxNet", *common], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 1, out.stderr
+    assert "FIRST DIVERGENCE: forward features.0 (Conv2d)" in out.stdout
+    out = subprocess.run([*cli, "--flax", f"{example}:FlaxNet", *common, "--json"], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    report = json.loads(out.stdout)
+    assert report["ok"] and report["first_divergence"] is None and len(report["entries"]) > 10
+    out = subprocess.run([*cli, "--flax", f"{example}:NoSuchNet"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 2 and "defines no NoSuchNet" in out.stderr
+
+
 def test_every_example_is_exercised():
-    tested = {"transfer_weights.py", "train_torch.py", "train_jax.py", "compare_and_plot.py"}
+    tested = {"transfer_weights.py", "train_torch.py", "train_jax.py", "compare_and_plot.py", "port_your_model.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested

@@ -248,3 +248,28 @@ def test_nested_user_modules_are_compared_layer_by_layer():
     assert [e.name for e in report.stage("grad")] == ["block.proj.weight", "block.proj.bias", "block.norm.weight",
                                                        "block.norm.bias", "head.weight", "head.bias"]
     assert "FIRST DIVERGENCE" not in report.table() and '"ok": true' in report.to_json()
+
+
+def test_porting_guide_excerpts_match_the_source():
+    """docs/porting.md's side-by-side table quotes ae_torch / ae_jax / the rule table: every quoted
+    constructor and keyword must still be in the source it names, and every pitfall case is in the guide."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    guide = (root / "docs" / "porting.md").read_text()
+    sources = {i: (root / f).read_text() for i, f in enumerate(("ae_torch/models.py", "ae_jax/models.py"))}
+    rules = (root / "ae_jax" / "convert.py").read_text()
+    table = guide.split("## The layers side by side")[1]
+    rows = [line.split("|")[1:4] for line in table.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 7
+    for row in rows:
+        for i in (0, 1):
+            for code in re.findall(r"`([^`]+)`", row[i]):
+                for token in re.findall(r"[A-Za-z_.]+\(|[a-z_]+=[A-Za-z0-9_.]+", code):
+                    assert token.rstrip("(") in sources[i] or token.rstrip("(").split(".")[-1] in sources[i], \
+                        (token, row[i])
+        for part in re.findall(r"weight[_a-z0-9]*(?:\.T|\.transpose\([0-9, ]+\))", row[2]):
+            assert part.split("_")[0] in rules and (".T" in part or part.split("weight")[1] in rules), part
+    for name in CASES:
+        assert f"`{name}`" in guide, name
