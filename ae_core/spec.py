@@ -81,6 +81,26 @@ def _positive_ints(layer, *names, allow_zero=()):
             raise SpecError(f"{type(layer).__name__}.{name} must be an int >= {low}, got {value!r}")
 
 
+class _ParameterFree:
+    """Layers without parameters (activations, reshapes, noise): nothing in the state dict."""
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+
+class _ShapePreserving(_ParameterFree):
+    """Parameter-free layers whose output has the input's shape."""
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+
+def _positive_number(layer, name):
+    value = getattr(layer, name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise SpecError(f"{type(layer).__name__}.{name} must be > 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Conv2d:
     """``torch.nn.Conv2d`` (square kernel, symmetric explicit padding); weight (out, in, k, k).
@@ -173,20 +193,17 @@ class ConvTranspose2d:
 
 
 @dataclass(frozen=True)
-class Flatten:
+class Flatten(_ParameterFree):
     """``nn.Flatten()``: (C, H, W) -> C*H*W in channels-first order (NNX: NHWC -> NCHW, then reshape)."""
 
     kind = "flatten"
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {}
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (_prod(in_shape),)
 
 
 @dataclass(frozen=True)
-class Unflatten:
+class Unflatten(_ParameterFree):
     """``nn.Unflatten(1, shape)``: C*H*W -> (C, H, W) (NNX: reshape to NCHW, then to NHWC)."""
 
     shape: tuple[int, ...]
@@ -198,9 +215,6 @@ class Unflatten:
         if len(self.shape) != 3 or min(self.shape) <= 0:
             raise SpecError(f"Unflatten shape must be (C, H, W) of positive ints, got {self.shape}")
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {}
-
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if in_shape != (_prod(self.shape),):
             raise SpecError(f"Unflatten{self.shape} gets input of shape {in_shape}")
@@ -208,7 +222,7 @@ class Unflatten:
 
 
 @dataclass(frozen=True)
-class Activation:
+class Activation(_ShapePreserving):
     """An elementwise, parameter-free nonlinearity (``nn.ReLU()``, ``nn.Tanh()``, ``nn.Sigmoid()``...).
 
     ``gelu`` is the exact (erf) GELU, PyTorch's default; JAX's default is the tanh approximation.
@@ -221,12 +235,6 @@ class Activation:
     def __post_init__(self) -> None:
         if self.name not in ACTIVATIONS:
             raise SpecError(f"unknown activation {self.name!r}; known: {', '.join(ACTIVATIONS)}")
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {}
-
-    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
 
 
 def _probability(layer, name="p"):
@@ -252,8 +260,7 @@ class _BatchNorm:
 
     def __post_init__(self) -> None:
         _positive_ints(self, "num_features")
-        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or self.eps <= 0:
-            raise SpecError(f"{type(self).__name__}.eps must be > 0, got {self.eps!r}")
+        _positive_number(self, "eps")
         if not isinstance(self.momentum, (int, float)) or isinstance(self.momentum, bool) or not 0 < self.momentum <= 1:
             raise SpecError(f"{type(self).__name__}.momentum must be in (0, 1] (torch convention), "
                             f"got {self.momentum!r}")
@@ -292,7 +299,7 @@ class BatchNorm2d(_BatchNorm):
 
 
 @dataclass(frozen=True)
-class Dropout:
+class Dropout(_ShapePreserving):
     """``torch.nn.Dropout(p)``: in train mode ``x * mask / (1 - p)`` with a Bernoulli(1 - p) keep-mask.
 
     The mask is *supplied* (``ae_core.noise``: drawn once with numpy, given to both frameworks), so
@@ -306,18 +313,12 @@ class Dropout:
     def __post_init__(self) -> None:
         _probability(self)
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {}
-
-    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
-
     def noise(self, in_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...], float]:
         return ("bernoulli", in_shape, 1.0 - self.p)
 
 
 @dataclass(frozen=True)
-class GaussianNoise:
+class GaussianNoise(_ShapePreserving):
     """Denoising corruption ``x + std * eps`` (eps ~ N(0, 1), supplied), clipped to [0, 1] if ``clip``."""
 
     std: float = 0.5
@@ -326,21 +327,14 @@ class GaussianNoise:
     kind = "gaussian_noise"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.std, (int, float)) or isinstance(self.std, bool) or self.std <= 0:
-            raise SpecError(f"GaussianNoise.std must be > 0, got {self.std!r}")
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {}
-
-    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
+        _positive_number(self, "std")
 
     def noise(self, in_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...], float]:
         return ("normal", in_shape, 1.0)
 
 
 @dataclass(frozen=True)
-class MaskingNoise:
+class MaskingNoise(_ShapePreserving):
     """Denoising corruption ``x * mask``: each input set to 0 with probability ``p`` (no rescaling)."""
 
     p: float = 0.3
@@ -349,12 +343,6 @@ class MaskingNoise:
 
     def __post_init__(self) -> None:
         _probability(self)
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {}
-
-    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
 
     def noise(self, in_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...], float]:
         return ("bernoulli", in_shape, 1.0 - self.p)
@@ -469,13 +457,10 @@ class LSTM:
 
 
 @dataclass(frozen=True)
-class LastStep:
+class LastStep(_ParameterFree):
     """(steps, features) -> features of the last step (``output[:, -1]``)."""
 
     kind = "last_step"
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {}
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(in_shape) != 2:
@@ -484,7 +469,7 @@ class LastStep:
 
 
 @dataclass(frozen=True)
-class RepeatSteps:
+class RepeatSteps(_ParameterFree):
     """features -> (steps, features): the code repeated at every step (the LSTM decoder's input)."""
 
     steps: int
@@ -493,9 +478,6 @@ class RepeatSteps:
 
     def __post_init__(self) -> None:
         _positive_ints(self, "steps")
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {}
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(in_shape) != 1:
@@ -643,9 +625,8 @@ class ModelSpec:
             return {"kind": l.kind, **asdict(l)}
 
         d = {"name": self.name, "input": self.input, "description": self.description}
+        # encoder and decoder are never empty; `corrupt` is written only when there is one
         d.update({part: [layer(l) for l in getattr(self, part)] for part in self.PARTS if getattr(self, part)})
-        d.setdefault("encoder", [])
-        d.setdefault("decoder", [])
         return json.dumps(d, sort_keys=True)
 
     @classmethod

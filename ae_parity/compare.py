@@ -23,7 +23,7 @@ import numpy as np
 
 from ae_core.optim import OptimizerConfig
 
-from .parity import diff
+from .parity import diff, module_scales
 
 DEFAULT_TOL = {"float32": 1e-5, "float64": 1e-10}
 
@@ -273,6 +273,7 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
 
     import jax
     import jax.numpy as jnp
+    import optax
     import torch
     from flax import nnx
 
@@ -300,6 +301,10 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
         p0 = convert.state_dict(flax_model)
         flax_types = {".".join(convert._torch_path(flax_model, p)): type(m).__name__
                       for p, m in nnx.iter_modules(flax_model) if p}
+        torch_modules = dict(tm.named_modules())
+
+        def torch_type(module: str) -> str:
+            return type(torch_modules[module]).__name__ if module in torch_modules else "?"
         entries: list[Entry] = []
         first: Divergence | None = None
 
@@ -346,7 +351,7 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
             name = _rename(name, names)
             if name in flax_sd:
                 module = name.rsplit(".", 1)[0]
-                ttype = type(tm.get_submodule(module)).__name__ if module in dict(tm.named_modules()) else "?"
+                ttype = torch_type(module)
                 e = add("buffer", name, ttype, flax_types.get(module, "?"), flax_sd[name], buf.numpy())
                 if not e.ok and first is None:
                     first = Divergence("buffer", name, ttype, e.max_rel, _hint([ttype]))
@@ -371,17 +376,11 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
 
         grads_state = jax.grad(loss_fn)(params, rest)
         grads_j = convert.to_torch_layout(flax_model, grads_state)
-        modules = dict(tm.named_modules())
-        # relative to the module's largest gradient: a bias in front of a normalisation has a zero
-        # gradient, and its computed value is rounding noise on both sides (docs/training.md)
-        scale: dict[str, float] = {}
-        for tname, p in tm.named_parameters():
-            module = tname.rsplit(".", 1)[0]
-            scale[module] = max(scale.get(module, 0.0), float(p.grad.abs().max()))
+        scale = module_scales({tname: p.grad.numpy() for tname, p in tm.named_parameters()})
         for tname, p in tm.named_parameters():
             name = _rename(tname, names)
             module = tname.rsplit(".", 1)[0]
-            ttype = type(modules[module]).__name__ if module in modules else "?"
+            ttype = torch_type(module)
             e = add("grad", name, ttype, flax_types.get(name.rsplit(".", 1)[0], "?"), grads_j[name],
                     p.grad.numpy(), scale=scale[module])
             if not e.ok and first is None:
@@ -394,11 +393,10 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
         start = convert.from_torch_layout(flax_model, {k: p0[k] for k in grads_j})
         grads_state = convert.from_torch_layout(flax_model, grads_j)
         updates, _ = tx.update(grads_state, tx.init(start), start)
-        stepped_sd = convert.to_torch_layout(flax_model, optax_apply(start, updates))
+        stepped_sd = convert.to_torch_layout(flax_model, optax.apply_updates(start, updates))
         for tname, p in tm.named_parameters():
             name = _rename(tname, names)
-            module = tname.rsplit(".", 1)[0]
-            ttype = type(modules[module]).__name__ if module in modules else "?"
+            ttype = torch_type(tname.rsplit(".", 1)[0])
             e = add("step", name, ttype, flax_types.get(name.rsplit(".", 1)[0], "?"), stepped_sd[name],
                     p.detach().numpy())
             if not e.ok and first is None:
@@ -407,8 +405,3 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
                                    f"({optimizer.name}; pitfall 10)")
     return Report(dtype, mode, entries, first, notes)
 
-
-def optax_apply(params, updates):
-    import optax
-
-    return optax.apply_updates(params, updates)

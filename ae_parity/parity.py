@@ -58,6 +58,21 @@ def diff(a, b, scale: float | None = None) -> tuple[float, float]:
     return max_abs, (max_abs / scale if scale > 0 else max_abs)
 
 
+def module_scales(grads) -> dict[str, float]:
+    """``{module name: largest |gradient| over its parameters}`` from ``{parameter name: gradient}``.
+
+    Gradients are compared relative to their module's scale: a bias in front of a BatchNorm has a
+    mathematically zero gradient (the normalisation removes any shift), so its computed value is
+    rounding noise and "relative to itself" would be noise over noise.
+    """
+    out: dict[str, float] = {}
+    for name, g in grads.items():
+        module = name.rsplit(".", 1)[0]
+        largest = float(np.max(np.abs(np.asarray(g)))) if np.size(g) else 0.0
+        out[module] = max(out.get(module, 0.0), largest)
+    return out
+
+
 def make_row(quantity: str, group: str, jax_value, torch_value, dtype: str, scale: float | None = None) -> Row:
     kind, tol = TOLERANCES[dtype][group]
     max_abs, max_rel = diff(jax_value, torch_value, scale)
@@ -130,14 +145,8 @@ def forward_parity(spec, dtype: str, x: np.ndarray, *, seed: int = 0, loss: str 
     grads_j = ae_jax.to_torch_layout(jm, grads_j)
     if set(grads_j) != set(grads_t):
         raise AssertionError(f"gradient names differ: {sorted(set(grads_j) ^ set(grads_t))}")
-    # Gradients are relative to the largest gradient entry of the same module: a bias in front of a
-    # BatchNorm has a mathematically zero gradient (the normalisation removes any shift), so its computed
-    # value is rounding noise and "relative to itself" would be noise over noise.
-    module_scale: dict[str, float] = {}
-    for name, g in grads_t.items():
-        module = name.rsplit(".", 1)[0]
-        module_scale[module] = max(module_scale.get(module, 0.0), float(g.abs().max()))
-    rows += [make_row(f"grad {name}", "grad", grads_j[name], g.numpy(), dtype, module_scale[name.rsplit(".", 1)[0]])
+    scales = module_scales({name: g.numpy() for name, g in grads_t.items()})
+    rows += [make_row(f"grad {name}", "grad", grads_j[name], g.numpy(), dtype, scales[name.rsplit(".", 1)[0]])
              for name, g in grads_t.items()]
     return rows
 
@@ -191,15 +200,12 @@ def step_parity(spec, dtype: str, x: np.ndarray, optimizer, *, seed: int = 0, lo
         trainer.train_epoch(0)  # one batch = one step
         after[framework] = trainer.model_state()
     rows = []
-    module_scale: dict[str, float] = {}
-    for name, g in grads.items():
-        module = name.rsplit(".", 1)[0]
-        module_scale[module] = max(module_scale.get(module, 0.0), float(g.abs().max()))
+    scales = module_scales({name: g.numpy() for name, g in grads.items()})
     for name, w in after["torch"].items():
         row = make_row(f"step {name}", "step", after["jax"][name], w, dtype)
         if optimizer.name in ("adam", "adamw") and name in grads:
             bound = adam_first_step_bound(grads[name].numpy().astype(np.float64), optimizer.lr, optimizer.eps,
-                                          TOLERANCES[dtype]["grad"][1], row.tol, module_scale[name.rsplit(".", 1)[0]])
+                                          TOLERANCES[dtype]["grad"][1], row.tol, scales[name.rsplit(".", 1)[0]])
             diff_ = np.abs(after["jax"][name].astype(np.float64) - w.astype(np.float64))
             row = Row(row.quantity, row.group, row.shape, row.max_abs, row.max_rel, "abs*", row.tol,
                       elementwise_ok=bool(np.all(diff_ <= bound)))
