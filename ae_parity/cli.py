@@ -60,6 +60,42 @@ def _data_args(p):
     p.add_argument("--data-dir", default=None, help="data folder (default: $AE_PARITY_DATA or ./data)")
 
 
+def _devices(text: str):
+    if text == "all":
+        return text
+    try:
+        return _positive(int)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a positive device count, got {text!r}") from None
+
+
+def _scale_args(p):
+    """Data parallelism over devices and hosts (JAX only)."""
+    g = p.add_argument_group("devices and hosts (--framework jax)")
+    g.add_argument("--devices", type=_devices, default=None,
+                   help="'all' or a count: data-parallel over that many devices (jax.sharding mesh, batch split, "
+                        "state replicated); default one device, or all in a multi-host run")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="multi-host: process 0's address (with --num-processes and --process-id)")
+    g.add_argument("--num-processes", type=_positive(int), default=None, help="multi-host: how many processes")
+    g.add_argument("--process-id", type=int, default=None, help="multi-host: this process, 0..N-1")
+    g.add_argument("--distributed", action="store_true",
+                   help="multi-host with everything read from the cluster (Cloud TPU, Slurm, Open MPI, Kubernetes)")
+
+
+def _start_distributed(args) -> bool:
+    """jax.distributed from the flags (before any JAX computation); whether this is a multi-host run."""
+    multihost = args.distributed or any(v is not None for v in (args.coordinator, args.num_processes,
+                                                               args.process_id))
+    if not multihost:
+        return False
+    if getattr(args, "framework", "jax") != "jax":
+        raise ValueError("multi-host training is JAX's (--framework jax)")
+    from ae_jax.sharding import initialize
+
+    return initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
+
+
 def _model_args(p, *, resumable: bool = False):
     """Model/optimizer arguments. With ``resumable``, defaults are None so --resume can tell what was given."""
     d = (lambda v: None) if resumable else (lambda v: v)
@@ -104,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="whole epoch as one lax.scan, or a jitted step per batch; auto: scan, except "
                             "convolutional models on CPU (faster as steps there)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _scale_args(train)
     _data_args(train)
 
     bench = sub.add_parser("bench", help="training speed side by side: tutorial loop, torch eager, jax step, jax scan")
@@ -249,14 +286,21 @@ def _train(args) -> int:
                              loss=args.loss or default_loss(spec), seed=0 if args.seed is None else args.seed,
                              dtype=args.dtype or "float32")
         out = args.out
+    multihost = _start_distributed(args)
+    if args.framework == "torch" and args.devices is not None:
+        raise ValueError("--devices is for --framework jax (torch trains on one device here)")
     data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
-    kwargs = {"impl": args.torch_impl} if args.framework == "torch" else {"mode": args.jax_mode}
+    kwargs = {"impl": args.torch_impl} if args.framework == "torch" else {
+        "mode": args.jax_mode, "devices": args.devices or ("all" if multihost else None)}
     metrics = train_run(args.framework, spec, config, out, data=data, resume=bool(args.resume),
                         progress=not args.no_progress, trainer_kwargs=kwargs, log=lambda m: print(m, file=sys.stderr))
     last = metrics["epochs"][-1]
     print(f"{args.framework} {spec.name}: {last['epoch']} epochs, train loss {last['train_loss']:.6f}, "
           f"eval loss {last['eval_loss']:.6f}")
-    print(f"wrote {out}/checkpoint.safetensors, {out}/metrics.json, {out}/tensorboard/")
+    if metrics.get("written", True):
+        print(f"wrote {out}/checkpoint.safetensors, {out}/metrics.json, {out}/tensorboard/")
+    else:
+        print(f"process {metrics['process']}: nothing written (process 0 writes the run directory)")
     return 0
 
 
@@ -265,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from ae_core.mnist import MnistFileError, MnistUnavailableError
     from ae_core.weights import CheckpointError, StateDictError
+
+    from ae_jax.sharding import DistributedError
 
     from .compare import PortMismatchError
     from .runner import NonFiniteLossError
@@ -293,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_parity
 
             return run_parity(args)
-    except (MnistFileError, MnistUnavailableError, CheckpointError, StateDictError, NonFiniteLossError) as e:
+    except (MnistFileError, MnistUnavailableError, CheckpointError, StateDictError, NonFiniteLossError,
+            DistributedError) as e:
         print(f"ae-parity: error: {e}", file=sys.stderr)
         return 1
     except PortMismatchError as e:
