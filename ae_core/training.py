@@ -56,7 +56,7 @@ def check_training_state(state_shapes: dict, param_names, optimizer: OptimizerCo
     problems = []
     slots = {f"{n}.{s}": state_shapes[n] for n in param_names for s in optimizer.state_slots}
     for what, expected, given, ints in (("model", state_shapes, model, int_keys),
-                                        ("optimizer state", slots, optim if (step > 0 or optim) else {}, ())):
+                                        ("optimizer state", slots if (step > 0 or optim) else {}, optim, ())):
         try:
             check_state_dict(expected, given, int_keys=ints)
         except StateDictError as e:

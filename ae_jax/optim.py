@@ -12,18 +12,22 @@ from ae_core.optim import OptimizerConfig
 from .convert import from_torch_layout, to_torch_layout
 
 
-def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
-    """The optax transformation that steps exactly like the torch optimizer of ``config``."""
+def make_optimizer(config: OptimizerConfig, lr=None) -> optax.GradientTransformation:
+    """The optax transformation that steps exactly like the torch optimizer of ``config``.
+
+    ``lr`` overrides ``config.lr`` and may be a traced array: a sweep vmaps one step over many learning
+    rates (:mod:`ae_jax.sweep`); the optimizer state's structure does not depend on it."""
     c = config
+    lr = c.lr if lr is None else lr
     if c.name == "adam":  # coupled L2: decay added to the gradient BEFORE the moments (torch.optim.Adam)
         return optax.chain(optax.add_decayed_weights(c.weight_decay),
                            optax.scale_by_adam(b1=c.betas[0], b2=c.betas[1], eps=c.eps),
-                           optax.scale_by_learning_rate(c.lr))
+                           optax.scale_by_learning_rate(lr))
     if c.name == "adamw":  # decoupled decay (torch.optim.AdamW); weight_decay always explicit
-        return optax.adamw(c.lr, b1=c.betas[0], b2=c.betas[1], eps=c.eps, weight_decay=c.weight_decay)
+        return optax.adamw(lr, b1=c.betas[0], b2=c.betas[1], eps=c.eps, weight_decay=c.weight_decay)
     if c.name == "sgd":
         return optax.chain(optax.add_decayed_weights(c.weight_decay),
-                           optax.sgd(c.lr, momentum=c.momentum or None, nesterov=c.nesterov))
+                           optax.sgd(lr, momentum=c.momentum or None, nesterov=c.nesterov))
     raise ValueError(f"unknown optimizer {c.name!r}")
 
 

@@ -308,3 +308,170 @@ def markdown(report: dict) -> str:
 def save(report: dict, path) -> None:
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
+
+
+# ------------------------------------------------------------------ JAX alone, and sweeps ----
+def sized(x: np.ndarray, size: int | None) -> np.ndarray:
+    """``x`` with ``size`` rows: the digits repeated (or cut) -- MNIST-shaped data of any size, e.g. the
+    full 60,000 x 784 for timings on a machine that holds only the offline sample."""
+    return x if size is None else np.resize(x, (size, *x.shape[1:]))
+
+
+def _timed(fns: dict, epochs: int) -> dict[str, float]:
+    """Median seconds per epoch of each ``fn(epoch)``, round-robin, after one untimed warm-up epoch."""
+    times = {name: [] for name in fns}
+    for epoch in range(epochs + 1):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn(epoch)
+            if epoch:
+                times[name].append(time.perf_counter() - t)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+def _aot_compile_seconds(jitted, *args) -> float:
+    t = time.perf_counter()
+    jitted.lower(*args).compile()
+    return time.perf_counter() - t
+
+
+def _machine() -> dict:
+    import jax
+
+    return {"platform": platform.platform(), "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+            "device_kind": jax.devices()[0].device_kind}
+
+
+def run_jax_bench(preset: str = "mlp9", batch_sizes=(32, 256), epochs: int = 5, source: str = "auto",
+                  data_dir=None, limit: int | None = None, size: int | None = None, log=print) -> dict:
+    """ae_jax alone, in this process: the scanned epoch at matmul precision "highest" and "default"
+    (TF32 on GPUs: what it buys in speed) and the jitted step, with ahead-of-time compile times. For
+    accelerators, where the torch reference of ``run_bench`` is not what is being measured."""
+    import jax
+
+    from ae_core import epoch_batches
+    from ae_core.noise import epoch_noise
+    from ae_jax.train import Trainer
+
+    spec = get_spec(preset)
+    data = load_data(spec, source, data_dir, "float32", limit=limit)
+    x = sized(data.x_train, size)
+    report = {"kind": "jax", "preset": spec.name, "n_train": len(x), "data": data.source, "epochs_timed": epochs,
+              "machine": _machine(), "batches": []}
+    for bs in batch_sizes:
+        config = TrainConfig(epochs=epochs + 1, batch_size=bs, optimizer=OptimizerConfig("adam"), dtype="float32")
+        trainers = {"scan epoch (highest)": (Trainer(spec, config, x, precision="highest", mode="scan"), "scan"),
+                    "scan epoch (default)": (Trainer(spec, config, x, precision="default", mode="scan"), "scan"),
+                    "jit step (highest)": (Trainer(spec, config, x, precision="highest", mode="step"), "step")}
+        t = trainers["scan epoch (highest)"][0]
+        idx = epoch_batches(config.seed, 0, t.n, bs)
+        noise = epoch_noise(spec, config.seed, 0, len(idx), bs, "float32")
+        with jax.default_matmul_precision("highest"):
+            compile_s = _aot_compile_seconds(t._epoch_fn, t.params, t.rest, t.opt_state, t.x, idx, noise)
+        med = _timed({name: (lambda e, tr=tr, mode=mode: tr.train_epoch(e, mode=mode))
+                      for name, (tr, mode) in trainers.items()}, epochs)
+        steps = len(idx)
+        entry = {"batch_size": bs, "steps": steps, "compile_s": compile_s,
+                 "results": [{"variant": name, "ms_per_epoch": 1e3 * s, "samples_per_s": steps * bs / s}
+                             for name, s in med.items()]}
+        report["batches"].append(entry)
+        log(f"batch {bs} ({steps} steps/epoch, {len(x):,} examples): "
+            + ", ".join(f"{r['variant']} {r['ms_per_epoch']:.1f} ms" for r in entry["results"])
+            + f"; compile {compile_s:.2f} s")
+    return report
+
+
+def run_sweep_bench(preset: str = "mlp9", models: int = 8, batch_sizes=(32, 256), epochs: int = 3,
+                    source: str = "auto", data_dir=None, limit: int | None = None, size: int | None = None,
+                    run_epochs: int = 10, log=print) -> dict:
+    """A sweep of ``models`` models (seeds 0..M-1) against the same models trained one after another
+    (M solo scanned trainers), same batches, epochs round-robin; throughput in model-samples/s.
+    Compile times are measured ahead of time; "end to end" adds them to ``run_epochs`` epochs (M solo
+    programs to compile sequentially, one for the sweep)."""
+    import jax
+
+    from ae_core import epoch_batches
+    from ae_core.noise import epoch_noise
+    from ae_jax.sweep import SweepTrainer, grid
+    from ae_jax.train import Trainer
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    spec = get_spec(preset)
+    data = load_data(spec, source, data_dir, "float32", limit=limit)
+    x = sized(data.x_train, size)
+    report = {"kind": "sweep", "preset": spec.name, "models": models, "n_train": len(x), "data": data.source,
+              "epochs_timed": epochs, "run_epochs": run_epochs, "machine": _machine(), "batches": []}
+    members = grid(range(models), [1e-3])
+    rate = measured_matmul_gflops()
+    report["machine"]["matmul_gflops"] = rate
+    for bs in batch_sizes:
+        config = TrainConfig(epochs=epochs + 1, batch_size=bs, optimizer=OptimizerConfig("adam"), dtype="float32")
+        solos = [Trainer(spec, member_cfg, x, mode="scan") for member_cfg in
+                 (TrainConfig(**{**vars(config), "seed": m.seed}) for m in members)]
+        sweeps = {order: SweepTrainer(spec, config, members, x, batch_order=order) for order in ("own", "shared")}
+        s0, sw = solos[0], sweeps["own"]
+        idx = epoch_batches(0, 0, s0.n, bs)
+        noise = epoch_noise(spec, 0, 0, len(idx), bs, "float32")
+        solo_compile = _aot_compile_seconds(s0._epoch_fn, s0.params, s0.rest, s0.opt_state, s0.x, idx, noise)
+        sweep_compile = _aot_compile_seconds(sw._epoch_fn, sw.params, sw.rest, sw.opt_state, sw.lrs, sw.x,
+                                             *sw.epoch_inputs(0))
+        med = _timed({f"{models} sequential runs": lambda e, solos=solos: [s.train_epoch(e) for s in solos],
+                      "sweep (own batch orders)": sweeps["own"].train_epoch,
+                      "sweep (shared batch order)": sweeps["shared"].train_epoch}, epochs)
+        steps = len(idx)
+        # what M models' matmuls alone would take at the machine's measured matmul rate: no variant can be
+        # faster, so sequential / this is the largest speed-up any sweep could show here
+        floor_ms = 1e3 * models * matmul_flops_per_example(spec) * steps * bs / (rate * 1e9)
+        seq = med[f"{models} sequential runs"]
+        seq_total = models * solo_compile + run_epochs * seq
+        results = []
+        for name, s in med.items():
+            total = seq_total if name.endswith("runs") else sweep_compile + run_epochs * s
+            results.append({"variant": name, "ms_per_epoch_all_models": 1e3 * s,
+                            "model_samples_per_s": models * steps * bs / s, "vs_sequential": seq / s,
+                            "end_to_end_s": total, "end_to_end_vs_sequential": seq_total / total})
+        entry = {"batch_size": bs, "steps": steps, "solo_compile_s": solo_compile, "sweep_compile_s": sweep_compile,
+                 "results": results, "flop_floor_ms": floor_ms, "max_speedup": 1e3 * seq / floor_ms}
+        report["batches"].append(entry)
+        log(format_sweep_batch(entry, report))
+    return report
+
+
+def format_sweep_batch(entry: dict, report: dict) -> str:
+    lines = [f"\nbatch {entry['batch_size']} ({entry['steps']} steps/epoch, {report['models']} models; compile: "
+             f"solo {entry['solo_compile_s']:.2f} s, sweep {entry['sweep_compile_s']:.2f} s)",
+             f"{'variant':<28} {'ms/epoch':>9} {'model-samples/s':>16} {'vs sequential':>14} "
+             f"{'end to end, ' + str(report['run_epochs']) + ' epochs':>24}"]
+    for r in entry["results"]:
+        lines.append(f"{r['variant']:<28} {r['ms_per_epoch_all_models']:>9.1f} {r['model_samples_per_s']:>16,.0f} "
+                     f"{r['vs_sequential']:>13.2f}x {r['end_to_end_s']:>15.2f} s ({r['end_to_end_vs_sequential']:.2f}x)")
+    lines.append(f"FLOP floor of {report['models']} models' epoch: {entry['flop_floor_ms']:.1f} ms at the measured matmul "
+                 f"rate ({report['machine']['matmul_gflops']:.0f} GFLOP/s): no sweep can beat the sequential runs by "
+                 f"more than {entry['max_speedup']:.2f}x here")
+    return "\n".join(lines)
+
+
+def markdown_jax(report: dict) -> str:
+    m = report["machine"]
+    out = [f"preset `{report['preset']}`, {report['n_train']:,} MNIST-shaped examples ({report['data']} digits"
+           f"{', repeated' if report['n_train'] > 5000 else ''}), float32, Adam, median of {report['epochs_timed']} "
+           f"epochs after a warm-up; {m['device_kind']} ({m['devices'][0]}), jax {m['jax']}", ""]
+    if report["kind"] == "jax":
+        out += ["| batch | variant | ms/epoch | samples/s | compile (scan, AOT) |", "|---:|---|---:|---:|---:|"]
+        for e in report["batches"]:
+            for i, r in enumerate(e["results"]):
+                compile_s = f"{e['compile_s']:.2f} s" if i == 0 else ""
+                out.append(f"| {e['batch_size']} | {r['variant']} | {r['ms_per_epoch']:.1f} | "
+                           f"{r['samples_per_s']:,.0f} | {compile_s} |")
+        return "\n".join(out)
+    out += [f"| batch | variant | ms/epoch ({report['models']} models) | model-samples/s | vs sequential | "
+            f"end to end, {report['run_epochs']} epochs (compile included) |", "|---:|---|---:|---:|---:|---:|"]
+    for e in report["batches"]:
+        for r in e["results"]:
+            out.append(f"| {e['batch_size']} | {r['variant']} | {r['ms_per_epoch_all_models']:.1f} | "
+                       f"{r['model_samples_per_s']:,.0f} | {r['vs_sequential']:.2f}x | {r['end_to_end_s']:.2f} s "
+                       f"({r['end_to_end_vs_sequential']:.2f}x) |")
+        out.append(f"| {e['batch_size']} | compile; FLOP floor of the {report['models']} models' epoch | solo "
+                   f"{e['solo_compile_s']:.2f} s, sweep {e['sweep_compile_s']:.2f} s | floor {e['flop_floor_ms']:.1f} ms"
+                   f" | at most {e['max_speedup']:.2f}x possible | |")
+    return "\n".join(out)

@@ -96,13 +96,36 @@ def _start_distributed(args) -> bool:
     return initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
 
 
-def _model_args(p, *, resumable: bool = False):
-    """Model/optimizer arguments. With ``resumable``, defaults are None so --resume can tell what was given."""
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}") from None
+    if not values or not min(values) > 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}")
+    return values
+
+
+def _seed_list(text: str) -> list[int]:
+    from ae_jax.sweep import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _model_args(p, *, resumable: bool = False, sweep: bool = False):
+    """Model/optimizer arguments. With ``resumable``, defaults are None so --resume can tell what was given;
+    with ``sweep``, lists of seeds and learning rates."""
     d = (lambda v: None) if resumable else (lambda v: v)
     p.add_argument("--preset", choices=sorted(PRESETS), default=d(DEFAULT_PRESET))
     p.add_argument("--batch-size", type=_positive(int), default=d(32))
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=d("adam"))
-    p.add_argument("--lr", type=_positive(float), default=d(1e-3))
+    if sweep:
+        p.add_argument("--lr", type=_float_list, default=[1e-3], help="comma-separated learning rates (default 1e-3)")
+    else:
+        p.add_argument("--lr", type=_positive(float), default=d(1e-3))
     p.add_argument("--weight-decay", type=_non_negative_float, default=None,
                    help="default: torch's default for the optimizer (adam 0, adamw 1e-2, sgd 0)")
     p.add_argument("--momentum", type=_non_negative_float, default=None, help="sgd only (default 0)")
@@ -110,7 +133,14 @@ def _model_args(p, *, resumable: bool = False):
     p.add_argument("--loss", choices=LOSSES, default=None,
                    help="mse, bce (from logits; needs a decoder ending in Sigmoid) or vae (BCE + KL; the vae "
                         "preset); default: vae for a VAE, else mse")
-    p.add_argument("--seed", type=int, default=d(0))
+    if sweep:
+        p.add_argument("--seeds", type=_seed_list, default=[0], help="initial-weight seeds: 0-7, 0,3,5 or 0-3,10")
+        p.add_argument("--batch-order", choices=("own", "shared"), default="own",
+                       help="own: each model the batches of its seed (equals its solo run); shared: every model "
+                            "the batches of --data-seed (gathered once, faster)")
+        p.add_argument("--data-seed", type=int, default=0, help="the batch order of --batch-order shared")
+    else:
+        p.add_argument("--seed", type=int, default=d(0))
     p.add_argument("--dtype", choices=DTYPES, default=d("float32"))
 
 
@@ -143,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     _scale_args(train)
     _data_args(train)
 
+    sweep = sub.add_parser("sweep", help="train every (seed, lr) combination at once in JAX (vmap); per-model "
+                                         "runs and a summary")
+    _model_args(sweep, sweep=True)
+    sweep.add_argument("--epochs", type=_positive(int), default=10)
+    sweep.add_argument("--limit", type=_positive(int), default=None, help="train on the first N examples only")
+    sweep.add_argument("--devices", type=_devices, default=None,
+                       help="'all' or a count: split the models over that many devices (no communication)")
+    sweep.add_argument("--out", default="runs/sweep", help="sweep directory: one run directory per model + summary.json")
+    _data_args(sweep)
+
     bench = sub.add_parser("bench", help="training speed side by side: tutorial loop, torch eager, jax step, jax scan")
     bench.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
     bench.add_argument("--batch-sizes", type=_int_list, default=[32, 256], help="comma-separated (default 32,256)")
@@ -151,10 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-loader", action="store_true", help="skip the tutorial DataLoader variant")
     bench.add_argument("--json", default=None, help="also write the full report here")
     bench.add_argument("--markdown", action="store_true", help="print markdown tables (for docs/benchmarks.md)")
+    what = bench.add_mutually_exclusive_group()
+    what.add_argument("--jax-only", action="store_true",
+                      help="ae_jax alone, in this process: scan (precision highest and default) and step, compile "
+                           "time (for accelerators)")
+    what.add_argument("--sweep", type=_positive(int), default=None, metavar="M",
+                      help="a sweep of M models (vmap) against M sequential runs")
+    bench.add_argument("--size", type=_positive(int), default=None,
+                       help="MNIST-shaped data of this many examples (the digits repeated; e.g. 60000), "
+                            "with --jax-only or --sweep")
     _data_args(bench)
 
     par = sub.add_parser("parity", help="forward / loss / gradient / optimizer-step parity table")
     _model_args(par)
+    par.add_argument("--precision", choices=("highest", "default"), default="highest",
+                     help="matmul precision: highest (the parity setting) or each framework's default (on GPU: "
+                          "TF32, to see what it costs)")
     _data_args(par)
 
     diag = sub.add_parser("diagnose", help="where does a Flax port diverge from its torch original? layer by layer")
@@ -304,6 +356,27 @@ def _train(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from ae_core import get_spec
+    from ae_core.training import TrainConfig, default_loss
+    from ae_jax.sweep import grid
+
+    from .runner import load_data
+    from .sweep import format_summary, sweep_run
+
+    spec = get_spec(args.preset)
+    members = grid(args.seeds, args.lr)
+    opt = optimizer_config(argparse.Namespace(**{**vars(args), "lr": args.lr[0]}))
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
+                         loss=args.loss or default_loss(spec), seed=args.data_seed, dtype=args.dtype)
+    data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
+    summary = sweep_run(spec, config, members, args.out, data=data, batch_order=args.batch_order,
+                        devices=args.devices, log=lambda m: print(m, file=sys.stderr))
+    print(format_summary(summary))
+    print(f"wrote {args.out}/summary.json and one run directory per model")
+    return 0 if summary["best"] is not None else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -318,15 +391,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "sweep":
+            return _sweep(args)
         if args.command == "bench":
-            from .bench import markdown, run_bench, save
+            from .bench import markdown, markdown_jax, run_bench, run_jax_bench, run_sweep_bench, save
 
-            report = run_bench(args.preset, args.batch_sizes, args.epochs, args.data, args.data_dir,
-                               include_loader=not args.no_loader, limit=args.limit)
+            common = dict(source=args.data, data_dir=args.data_dir, limit=args.limit)
+            if args.sweep:
+                report = run_sweep_bench(args.preset, args.sweep, args.batch_sizes, args.epochs, size=args.size,
+                                         **common)
+            elif args.jax_only:
+                report = run_jax_bench(args.preset, args.batch_sizes, args.epochs, size=args.size, **common)
+            elif args.size is not None:
+                raise ValueError("--size is for --jax-only and --sweep (the side-by-side bench reads the files)")
+            else:
+                report = run_bench(args.preset, args.batch_sizes, args.epochs, include_loader=not args.no_loader,
+                                   **common)
             if args.json:
                 save(report, args.json)
             if args.markdown:
-                print("\n" + markdown(report))
+                print("\n" + (markdown(report) if "kind" not in report else markdown_jax(report)))
             return 0
         if args.command == "diagnose":
             return _diagnose(args)

@@ -20,18 +20,23 @@ from .parity import format_table, forward_parity, step_parity, summarize
 from .runner import Data, load_data, train_run
 
 
-def parity_rows(spec, dtype: str, data: Data, batch_size: int, seed: int, optimizer, loss: str | None = None) -> list:
+def parity_rows(spec, dtype: str, data: Data, batch_size: int, seed: int, optimizer, loss: str | None = None,
+                precision: str = "highest") -> list:
     idx = epoch_batches(seed, 0, len(data.x_train), batch_size)[0]
     x = data.x_train[idx].astype(np.float64)
-    return (forward_parity(spec, dtype, x, seed=seed, loss=loss)
-            + step_parity(spec, dtype, x, optimizer, seed=seed, loss=loss))
+    return (forward_parity(spec, dtype, x, seed=seed, loss=loss, precision=precision)
+            + step_parity(spec, dtype, x, optimizer, seed=seed, loss=loss, precision=precision))
 
 
 def run_parity(args) -> int:
     spec = get_spec(args.preset)
     data = load_data(spec, args.data, args.data_dir, "float64")
-    rows = parity_rows(spec, args.dtype, data, args.batch_size, args.seed, args.optimizer_config, args.loss)
-    print(format_table(rows, f"{spec.name} | {args.dtype} | matmul precision highest | batch {args.batch_size} "
+    rows = parity_rows(spec, args.dtype, data, args.batch_size, args.seed, args.optimizer_config, args.loss,
+                       args.precision)
+    import jax
+
+    print(format_table(rows, f"{spec.name} | {args.dtype} | matmul precision {args.precision} | JAX on "
+                             f"{jax.devices()[0].platform}, torch on cpu | batch {args.batch_size} "
                              f"of MNIST ({data.source}) | weights: ae_core seed {args.seed}, shared | "
                              f"step: {args.optimizer_config.name} lr {args.optimizer_config.lr:g}"))
     ok = all(r.ok for r in rows)

@@ -79,17 +79,25 @@ def make_row(quantity: str, group: str, jax_value, torch_value, dtype: str, scal
     return Row(quantity, group, tuple(np.shape(torch_value)), max_abs, max_rel, kind, tol)
 
 
-def set_parity_numerics() -> None:
-    """Full-precision matmuls on both sides (no TF32 / bf16 passes)."""
+PRECISIONS = ("highest", "default")
+
+
+def set_parity_numerics(precision: str = "highest") -> None:
+    """"highest": full-precision matmuls on both sides (no TF32 / bf16 passes), the parity setting.
+    "default": each framework's default (XLA may use TF32/bf16 passes for float32 on GPU/TPU, torch's
+    TF32 switches on): shows what default precision costs in parity."""
     import jax
     import torch
 
-    jax.config.update("jax_default_matmul_precision", "highest")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    jax.config.update("jax_default_matmul_precision", precision)
+    torch.backends.cuda.matmul.allow_tf32 = precision != "highest"
+    torch.backends.cudnn.allow_tf32 = precision != "highest"
 
 
-def forward_parity(spec, dtype: str, x: np.ndarray, *, seed: int = 0, loss: str | None = None) -> list[Row]:
+def forward_parity(spec, dtype: str, x: np.ndarray, *, seed: int = 0, loss: str | None = None,
+                   precision: str = "highest") -> list[Row]:
     """Build both models from the same ``seed`` weights, run one batch, compare everything.
 
     Rows: encodings and reconstructions, the loss (for a VAE also its reconstruction and KL terms
@@ -115,7 +123,7 @@ def forward_parity(spec, dtype: str, x: np.ndarray, *, seed: int = 0, loss: str 
     spec = get_spec(spec)
     loss = loss or default_loss(spec)
     check_loss(spec, loss)
-    set_parity_numerics()
+    set_parity_numerics(precision)
     tm = ae_torch.build(spec, dtype=dtype, seed=seed)
     jm = ae_jax.build(spec, dtype=dtype, seed=seed)
     xt = torch.from_numpy(np.asarray(x, dtype=dtype))
@@ -165,7 +173,8 @@ def adam_first_step_bound(grad: np.ndarray, lr: float, eps: float, grad_tol_rel:
     return tol + lr * delta * eps / (np.abs(grad) + eps) ** 2
 
 
-def step_parity(spec, dtype: str, x: np.ndarray, optimizer, *, seed: int = 0, loss: str | None = None) -> list[Row]:
+def step_parity(spec, dtype: str, x: np.ndarray, optimizer, *, seed: int = 0, loss: str | None = None,
+                precision: str = "highest") -> list[Row]:
     """One optimizer step from identical weights on the same batch: every updated weight compared, and
     every buffer (BatchNorm running statistics and counters after the step).
 
@@ -184,12 +193,12 @@ def step_parity(spec, dtype: str, x: np.ndarray, optimizer, *, seed: int = 0, lo
 
     spec = get_spec(spec)
     loss = loss or default_loss(spec)
-    set_parity_numerics()
+    set_parity_numerics(precision)
     config = TrainConfig(epochs=1, batch_size=len(x), optimizer=optimizer, loss=loss, seed=seed, dtype=dtype)
     data = Data(np.asarray(x, dtype=dtype), np.asarray(x, dtype=dtype), "batch")
     after = {}
     for framework in ("torch", "jax"):
-        trainer = make_trainer(framework, spec, config, data)
+        trainer = make_trainer(framework, spec, config, data, **({"precision": precision} if framework == "jax" else {}))
         if framework == "torch":  # the gradient the step sees: the epoch's noise, a copy of the model
             import copy
 

@@ -75,9 +75,29 @@ def errors(data_dir: str) -> dict:
     return out
 
 
+def sweep(data_dir: str) -> dict:
+    """A sweep with its 4 models split over the 4 devices (one model each) against the same sweep on one."""
+    from ae_jax.sweep import SweepTrainer, grid
+
+    spec = get_spec("mlp9")
+    data = load_data(spec, "sample", data_dir, "float64", limit=128)
+    config = TrainConfig(epochs=2, batch_size=32, optimizer=OptimizerConfig("adam"), dtype="float64")
+    members = grid([0, 1], [1e-3, 3e-3])
+    one = SweepTrainer(spec, config, members, data.x_train, data.x_eval[:64])
+    many = SweepTrainer(spec, config, members, data.x_train, data.x_eval[:64], devices="all")
+    a = np.stack([one.train_epoch(e) for e in range(2)])
+    b = np.stack([many.train_epoch(e) for e in range(2)])
+    leaf = jax.tree.leaves(many.params)[0]
+    return {"step_loss": float(np.max(np.abs(a - b) / np.abs(a))),
+            "state": max(max_state_diff(one.model_state(i), many.model_state(i)) for i in range(len(members))),
+            "eval": float(np.max(np.abs(one.evaluate() - many.evaluate()))),
+            "models_per_device": [len(s.data) for s in leaf.addressable_shards],
+            "compiled": many.compiled_count()}
+
+
 def main(argv: list[str]) -> None:
     data_dir, *cases = argv
-    result = {"errors": errors(data_dir)}
+    result = {"errors": errors(data_dir), "sweep": sweep(data_dir)}
     for case in cases:
         preset, _, mode = case.partition(":")
         result[case] = compare(data_dir, preset, mode or "auto")

@@ -27,7 +27,8 @@ REPO = Path(__file__).parents[1]
 
 
 def _env(**extra) -> dict:
-    env = {**os.environ, "AE_PARITY_OFFLINE": "1", "PYTHONPATH": str(REPO), **extra}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "AE_PARITY_OFFLINE": "1", "PYTHONPATH": path, **extra}
     env.pop("XLA_FLAGS", None)
     return env
 
@@ -52,6 +53,13 @@ def test_data_parallel_equals_one_device(multidevice, preset):
     assert r["state"] <= 1e-12 and r["optim"] <= 1e-12, r
     assert r["eval"] <= 1e-12, r
     assert max(r["compiled"].values()) == 1, "recompiled between epochs"
+
+
+def test_sweep_models_split_over_devices(multidevice):
+    r = multidevice["sweep"]
+    assert r["models_per_device"] == [1, 1, 1, 1]
+    assert r["step_loss"] <= 1e-12 and r["state"] <= 1e-12 and r["eval"] <= 1e-12, r
+    assert max(r["compiled"].values()) == 1
 
 
 def test_data_parallel_bad_layouts_are_refused(multidevice):

@@ -1,0 +1,235 @@
+"""Sweeps: many models trained at once in one compiled program (``jax.vmap`` inside the scanned epoch).
+
+Every member of a sweep is the same architecture with its own initial weights (a seed) and its own
+learning rate. Parameters, optimizer states and BatchNorm statistics are stacked along a leading
+"models" axis; one train step is ``jax.vmap``-ed over that axis (the learning rate a traced per-model
+value, :func:`ae_jax.optim.make_optimizer`) and the epoch is one ``lax.scan`` of it, so M models cost
+one program, one dispatch per epoch and GEMMs M times as wide.
+
+Batch order:
+- ``"own"`` (default): member ``(seed, lr)`` sees exactly the batches and noise of a solo run with that
+  seed, so each member equals ``ae_jax.train.Trainer`` trained alone (float64: <= 1e-9 after whole
+  runs; the vmapped matmuls only change the order of floating-point additions);
+- ``"shared"``: every member sees the batches and noise of ``config.seed`` (only the initial weights
+  differ): the batch is gathered once for all models, the faster layout.
+
+With ``devices``, the models axis is split over a ``jax.sharding`` mesh (axis ``"models"``): each
+device trains its share of the models, with no communication at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ae_core import ModelSpec, epoch_batches, get_spec
+from ae_core.noise import epoch_noise
+from ae_core.training import TrainConfig, check_loss
+
+from . import sharding
+from .convert import state_dict
+from .models import build
+from .numerics import jnp_dtype
+from .optim import make_optimizer, optimizer_state
+from .train import eval_loss, train_step
+
+BATCH_ORDERS = ("own", "shared")
+MODELS_AXIS = "models"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of a sweep: its initial-weight seed and its learning rate."""
+
+    seed: int
+    lr: float
+
+    @property
+    def name(self) -> str:
+        """A folder-safe name, e.g. ``seed3-lr0.001``."""
+        return f"seed{self.seed}-lr{self.lr:g}"
+
+
+def grid(seeds, lrs) -> list[Member]:
+    """Every (seed, lr) combination, learning rate major: ``grid([0, 1], [1e-3, 3e-3])`` -> 4 members."""
+    seeds, lrs = [int(s) for s in seeds], [float(v) for v in lrs]
+    problems = []
+    if not seeds or not lrs:
+        problems.append("a sweep needs at least one seed and one learning rate")
+    if len(set(seeds)) != len(seeds):
+        problems.append(f"seeds repeat: {seeds}")
+    if len(set(lrs)) != len(lrs):
+        problems.append(f"learning rates repeat: {lrs}")
+    if any(not v > 0 for v in lrs):
+        problems.append(f"learning rates must be > 0: {lrs}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return [Member(s, lr) for lr in lrs for s in seeds]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-7"``, ``"0,3,5"`` or ``"0-3,10"`` -> the seeds (ranges inclusive)."""
+    seeds = []
+    for part in (p.strip() for p in str(text).split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise ValueError(f"seeds {text!r}: expected ranges and numbers like 0-7 or 0,3,5")
+        lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
+        if hi < lo:
+            raise ValueError(f"seeds {text!r}: the range {part} is empty")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def member_config(config: TrainConfig, member: Member, batch_order: str) -> TrainConfig:
+    """The solo-run configuration a member equals (its checkpoint's config): its learning rate, and the
+    seed that orders its batches (its own, or the sweep's shared ``config.seed``)."""
+    return dataclasses.replace(config, seed=member.seed if batch_order == "own" else config.seed,
+                               optimizer=dataclasses.replace(config.optimizer, lr=member.lr))
+
+
+def sweep_epoch(graphdef, opt_config, loss_name, shared: bool, params, rest, opt_state, lrs, data, batch_idx, noise):
+    """One epoch of every model: ``lax.scan`` over steps of a ``vmap`` over models.
+
+    ``batch_idx`` is (steps, models, batch), or (steps, batch) when ``shared``; ``noise`` likewise.
+    Returns the stacked state and the losses, (steps, models)."""
+
+    def one(params, rest, opt_state, lr, idx, noise_b):
+        tx = make_optimizer(opt_config, lr=lr)
+        return train_step(graphdef, tx, loss_name, params, rest, opt_state, data[idx], noise_b)
+
+    per_model = None if shared else 0
+    step = jax.vmap(one, in_axes=(0, 0, 0, 0, per_model, per_model))
+
+    def body(carry, xs):
+        idx, noise_b = xs
+        params, rest, opt_state, value = step(*carry, lrs, idx, noise_b)
+        return (params, rest, opt_state), value
+
+    (params, rest, opt_state), losses = jax.lax.scan(body, (params, rest, opt_state), (batch_idx, noise))
+    return params, rest, opt_state, losses
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+class SweepTrainer:
+    """M models of one spec, trained together; the interface of ``ae_jax.train.Trainer`` per model.
+
+    ``config`` holds what the members share (batch size, optimizer and its other hyperparameters,
+    loss, dtype, epochs; its ``seed`` orders the batches when ``batch_order="shared"``; its learning
+    rate is unused: each member has its own).
+    """
+
+    framework = "jax"
+
+    def __init__(self, spec: str | ModelSpec, config: TrainConfig, members, x_train, x_eval=None, *,
+                 batch_order: str = "own", precision: str = "highest", devices=None):
+        self.spec, self.config = get_spec(spec), config
+        self.members = list(members)
+        if not self.members:
+            raise ValueError("a sweep needs at least one member")
+        if len(set(self.members)) != len(self.members):
+            raise ValueError(f"members repeat: {[m.name for m in self.members]}")
+        if batch_order not in BATCH_ORDERS:
+            raise ValueError(f"unknown batch order {batch_order!r}; expected one of {BATCH_ORDERS}")
+        check_loss(self.spec, config.loss)
+        self.batch_order, self.precision = batch_order, precision
+        self.dtype = jnp_dtype(config.dtype)
+        self.mesh = None
+        if devices is not None:
+            self.mesh = Mesh(np.array(sharding.resolve_devices(devices)), (MODELS_AXIS,))
+            if len(self.members) % self.mesh.devices.size:
+                raise ValueError(f"{len(self.members)} models do not split evenly over {self.mesh.devices.size} "
+                                 f"devices; use a multiple of {self.mesh.devices.size}")
+        models = [build(self.spec, dtype=config.dtype, seed=m.seed) for m in self.members]
+        for model in models:
+            model.eval()
+        self.eval_graphdef = nnx.graphdef(models[0])
+        for model in models:
+            model.train()
+        splits = [nnx.split(model, nnx.Param, ...) for model in models]
+        self.graphdef = splits[0][0]
+        params, rest = _stack([s[1] for s in splits]), _stack([s[2] for s in splits])
+        tx = make_optimizer(config.optimizer)
+        opt_state = jax.vmap(tx.init)(params)
+        self.lrs = np.array([m.lr for m in self.members], dtype=self.dtype)
+        if self.mesh is None:
+            self._put_models = self._put_shared = jax.device_put
+        else:
+            self._put_models = functools.partial(sharding.put, sharding=NamedSharding(self.mesh, P(MODELS_AXIS)))
+            self._put_shared = functools.partial(sharding.put, sharding=NamedSharding(self.mesh, P()))
+        self.params, self.rest, self.opt_state, self.lrs = self._put_models((params, rest, opt_state, self.lrs))
+        cast = functools.partial(np.asarray, dtype=self.dtype)
+        self.x = self._put_shared(cast(x_train))
+        self.x_eval = None if x_eval is None else self._put_shared(cast(x_eval))
+        self.n = len(self.x)
+        self.step = 0
+        epoch_batches(config.seed, 0, self.n, config.batch_size)  # validates batch_size against n
+        out = {} if self.mesh is None else {"out_shardings": NamedSharding(self.mesh, P(MODELS_AXIS))}
+        self._epoch_fn = jax.jit(functools.partial(sweep_epoch, self.graphdef, config.optimizer, config.loss,
+                                                   batch_order == "shared"), donate_argnums=(0, 1, 2))
+        self._eval_fn = jax.jit(jax.vmap(functools.partial(eval_loss, self.eval_graphdef, config.loss),
+                                         in_axes=(0, 0, None)), **out)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def epoch_inputs(self, epoch: int):
+        """Batch indices and noise of ``epoch``: (steps, models, batch, ...) or, shared, (steps, batch, ...)."""
+        c = self.config
+        seeds = [c.seed] if self.batch_order == "shared" else [m.seed for m in self.members]
+        idx = [epoch_batches(s, epoch, self.n, c.batch_size) for s in seeds]
+        noise = [epoch_noise(self.spec, s, epoch, len(idx[0]), c.batch_size, c.dtype) for s in seeds]
+        if self.batch_order == "shared":
+            return idx[0], noise[0]
+        return np.stack(idx, axis=1), {k: np.stack([n[k] for n in noise], axis=1) for k in noise[0]}
+
+    def train_epoch(self, epoch: int) -> np.ndarray:
+        """One epoch of every model; the per-step losses, (steps, models) float64 numpy."""
+        idx, noise = self._put_shared(self.epoch_inputs(epoch))
+        with jax.default_matmul_precision(self.precision):
+            self.params, self.rest, self.opt_state, losses = self._epoch_fn(
+                self.params, self.rest, self.opt_state, self.lrs, self.x, idx, noise)
+        self.step += len(idx)
+        return np.asarray(losses, dtype=np.float64)
+
+    def evaluate(self) -> np.ndarray:
+        """Each model's mean loss over the eval set, (models,)."""
+        if self.x_eval is None:
+            raise ValueError("this sweep has no eval set (x_eval)")
+        with jax.default_matmul_precision(self.precision):
+            return np.asarray(self._eval_fn(self.params, self.rest, self.x_eval), dtype=np.float64)
+
+    def compiled_count(self) -> dict[str, int]:
+        return {"epoch": self._epoch_fn._cache_size(), "eval": self._eval_fn._cache_size()}
+
+    # -- one member in canonical form (the same files as a solo run) ------------------------------------
+    def _index(self, member: int | Member) -> int:
+        return self.members.index(member) if isinstance(member, Member) else int(member)
+
+    def model(self, member: int | Member) -> nnx.Module:
+        """Member ``member``'s current model (eval mode)."""
+        i = self._index(member)
+        take = functools.partial(jax.tree.map, lambda a: np.asarray(a[i]))
+        return nnx.merge(self.eval_graphdef, take(self.params), take(self.rest))
+
+    def model_state(self, member: int | Member) -> dict[str, np.ndarray]:
+        return state_dict(self.model(member))
+
+    def optimizer_state(self, member: int | Member) -> dict[str, np.ndarray]:
+        i = self._index(member)
+        opt_state = jax.tree.map(lambda a: np.asarray(a[i]), self.opt_state)
+        return optimizer_state(opt_state, self.model(i), self.config.optimizer, self.step)
+
+    def member_config(self, member: int | Member) -> TrainConfig:
+        return member_config(self.config, self.members[self._index(member)], self.batch_order)
