@@ -172,31 +172,3 @@ def train_run(framework: str, spec: str | ModelSpec, config: TrainConfig, out_di
         if writer is not None:
             writer.close()
     return metrics
-    out.mkdir(parents=True, exist_ok=True)
-    writer = ScalarWriter(out / "tensorboard")
-    bar = Progress(progress)
-    try:
-        for epoch in range(ckpt.epoch if ckpt else 0, config.epochs):
-            t0 = time.perf_counter()
-            losses = trainer.train_epoch(epoch)
-            seconds = time.perf_counter() - t0
-            bad = np.flatnonzero(~np.isfinite(losses))
-            if bad.size:
-                step = int(bad[0])
-                raise NonFiniteLossError(epoch, step, trainer.step - len(losses) + step, float(losses[step]),
-                                         ckpt_path if ckpt_path.exists() else None)
-            eval_loss = trainer.evaluate()
-            record = {"epoch": epoch + 1, "steps": len(losses), "train_loss": float(losses.mean()),
-                      "eval_loss": eval_loss, "time_s": seconds,
-                      "samples_per_s": len(losses) * config.batch_size / seconds,
-                      "step_losses": losses.tolist()}
-            metrics["epochs"].append(record)
-            save_checkpoint(ckpt_path, Checkpoint(spec, config, epoch + 1, trainer.step, trainer.model_state(),
-                                                  trainer.optimizer_state(), framework))
-            atomic_write(metrics_path, json.dumps(metrics, indent=1).encode())
-            for tag in ("train_loss", "eval_loss", "samples_per_s"):
-                writer.add_scalar(f"{framework}/{tag}", record[tag], epoch + 1)
-            bar.epoch(framework, epoch, config.epochs, len(losses), losses, seconds, config.batch_size)
-    finally:
-        writer.close()
-    return metrics
