@@ -42,6 +42,10 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     - ``auto=True``: let JAX read them from the cluster (Cloud TPU pod slices, Slurm ``srun``, Open MPI
       ``mpirun``, Kubernetes, or the ``JAX_COORDINATOR_ADDRESS`` variable);
     - neither: a single process; nothing is started.
+
+    A process that cannot reach the coordinator within ``timeout_s`` is terminated by JAX's own
+    coordination client (it aborts the process; there is no Python exception to catch), so a wrong
+    address fails loudly, not silently.
     """
     given = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
     if any(v is not None for v in given.values()) and not all(v is not None for v in given.values()):
@@ -66,7 +70,10 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id, **kwargs)
     except (RuntimeError, ValueError) as e:
-        raise DistributedError(f"jax.distributed.initialize failed: {e}") from e
+        hint = ("; --distributed found no cluster to join (Cloud TPU, Slurm, Open MPI, Kubernetes or "
+                "JAX_COORDINATOR_ADDRESS): pass --coordinator, --num-processes and --process-id instead"
+                if coordinator is None else "")
+        raise DistributedError(f"jax.distributed.initialize failed: {e}{hint}") from e
     return True
 
 

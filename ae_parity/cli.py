@@ -377,17 +377,22 @@ def _sweep(args) -> int:
     return 0 if summary["best"] is not None else 1
 
 
+def _jax_errors() -> tuple[type[Exception], ...]:
+    """JAX-side errors to report, without importing JAX for a command that never did (torch-only runs)."""
+    sharding = sys.modules.get("ae_jax.sharding")
+    return (sharding.DistributedError,) if sharding is not None else ()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from ae_core.mnist import MnistFileError, MnistUnavailableError
     from ae_core.weights import CheckpointError, StateDictError
 
-    from ae_jax.sharding import DistributedError
-
     from .compare import PortMismatchError
     from .runner import NonFiniteLossError
 
+    reported = (MnistFileError, MnistUnavailableError, CheckpointError, StateDictError, NonFiniteLossError)
     try:
         if args.command == "train":
             return _train(args)
@@ -423,8 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_parity
 
             return run_parity(args)
-    except (MnistFileError, MnistUnavailableError, CheckpointError, StateDictError, NonFiniteLossError,
-            DistributedError) as e:
+    except (*reported, *_jax_errors()) as e:  # evaluated when an exception is matched, after the command ran
         print(f"ae-parity: error: {e}", file=sys.stderr)
         return 1
     except PortMismatchError as e:

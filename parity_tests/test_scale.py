@@ -118,3 +118,27 @@ def test_scale_flags_are_checked(data_dir, tmp_path, capsys, argv, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_distributed_without_a_cluster_is_a_clear_error(data_dir, tmp_path):
+    # a fresh process (jax.distributed must start before any JAX computation), with no cluster variables
+    env = {k: v for k, v in _env().items()
+           if not k.startswith(("SLURM_", "OMPI_", "PMI_", "TPU_", "KUBERNETES_", "JAX_COORDINATOR"))}
+    out = subprocess.run([sys.executable, "-m", "ae_parity.cli", "train", "--framework", "jax", "--distributed",
+                          "--preset", "mlp9", "--limit", "64", "--epochs", "1", "--no-progress", "--data", "sample",
+                          "--data-dir", str(data_dir), "--out", str(tmp_path / "run")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "--distributed found no cluster to join" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_torch_commands_do_not_import_jax(tmp_path):
+    # the JAX-side error types are matched lazily: a torch-only run never pays for (or needs) JAX
+    code = ("import sys\nfrom ae_parity.cli import main\n"
+            f"rc = main(['train', '--framework', 'torch', '--resume', {str(tmp_path / 'none')!r}])\n"
+            "print(rc, 'jax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["1", "False"], out.stderr
+    assert "file not found" in out.stderr
