@@ -395,7 +395,6 @@ def run_sweep_bench(preset: str = "mlp9", models: int = 8, batch_sizes=(32, 256)
     from ae_jax.sweep import SweepTrainer, grid
     from ae_jax.train import Trainer
 
-    jax.config.update("jax_default_matmul_precision", "highest")
     spec = get_spec(preset)
     data = load_data(spec, source, data_dir, "float32", limit=limit)
     x = sized(data.x_train, size)
@@ -404,36 +403,37 @@ def run_sweep_bench(preset: str = "mlp9", models: int = 8, batch_sizes=(32, 256)
     members = grid(range(models), [1e-3])
     rate = measured_matmul_gflops()
     report["machine"]["matmul_gflops"] = rate
-    for bs in batch_sizes:
-        config = TrainConfig(epochs=epochs + 1, batch_size=bs, optimizer=OptimizerConfig("adam"), dtype="float32")
-        solos = [Trainer(spec, member_cfg, x, mode="scan") for member_cfg in
-                 (TrainConfig(**{**vars(config), "seed": m.seed}) for m in members)]
-        sweeps = {order: SweepTrainer(spec, config, members, x, batch_order=order) for order in ("own", "shared")}
-        s0, sw = solos[0], sweeps["own"]
-        idx = epoch_batches(0, 0, s0.n, bs)
-        noise = epoch_noise(spec, 0, 0, len(idx), bs, "float32")
-        solo_compile = _aot_compile_seconds(s0._epoch_fn, s0.params, s0.rest, s0.opt_state, s0.x, idx, noise)
-        sweep_compile = _aot_compile_seconds(sw._epoch_fn, sw.params, sw.rest, sw.opt_state, sw.lrs, sw.x,
-                                             *sw.epoch_inputs(0))
-        med = _timed({f"{models} sequential runs": lambda e, solos=solos: [s.train_epoch(e) for s in solos],
-                      "sweep (own batch orders)": sweeps["own"].train_epoch,
-                      "sweep (shared batch order)": sweeps["shared"].train_epoch}, epochs)
-        steps = len(idx)
-        # what M models' matmuls alone would take at the machine's measured matmul rate: no variant can be
-        # faster, so sequential / this is the largest speed-up any sweep could show here
-        floor_ms = 1e3 * models * matmul_flops_per_example(spec) * steps * bs / (rate * 1e9)
-        seq = med[f"{models} sequential runs"]
-        seq_total = models * solo_compile + run_epochs * seq
-        results = []
-        for name, s in med.items():
-            total = seq_total if name.endswith("runs") else sweep_compile + run_epochs * s
-            results.append({"variant": name, "ms_per_epoch_all_models": 1e3 * s,
-                            "model_samples_per_s": models * steps * bs / s, "vs_sequential": seq / s,
-                            "end_to_end_s": total, "end_to_end_vs_sequential": seq_total / total})
-        entry = {"batch_size": bs, "steps": steps, "solo_compile_s": solo_compile, "sweep_compile_s": sweep_compile,
-                 "results": results, "flop_floor_ms": floor_ms, "max_speedup": 1e3 * seq / floor_ms}
-        report["batches"].append(entry)
-        log(format_sweep_batch(entry, report))
+    with jax.default_matmul_precision("highest"):  # the solo runs, the sweeps and the AOT compiles alike
+        for bs in batch_sizes:
+            config = TrainConfig(epochs=epochs + 1, batch_size=bs, optimizer=OptimizerConfig("adam"), dtype="float32")
+            solos = [Trainer(spec, member_cfg, x, mode="scan") for member_cfg in
+                     (TrainConfig(**{**vars(config), "seed": m.seed}) for m in members)]
+            sweeps = {order: SweepTrainer(spec, config, members, x, batch_order=order) for order in ("own", "shared")}
+            s0, sw = solos[0], sweeps["own"]
+            idx = epoch_batches(0, 0, s0.n, bs)
+            noise = epoch_noise(spec, 0, 0, len(idx), bs, "float32")
+            solo_compile = _aot_compile_seconds(s0._epoch_fn, s0.params, s0.rest, s0.opt_state, s0.x, idx, noise)
+            sweep_compile = _aot_compile_seconds(sw._epoch_fn, sw.params, sw.rest, sw.opt_state, sw.lrs, sw.x,
+                                                 *sw.epoch_inputs(0))
+            med = _timed({f"{models} sequential runs": lambda e, solos=solos: [s.train_epoch(e) for s in solos],
+                          "sweep (own batch orders)": sweeps["own"].train_epoch,
+                          "sweep (shared batch order)": sweeps["shared"].train_epoch}, epochs)
+            steps = len(idx)
+            # what M models' matmuls alone would take at the machine's measured matmul rate: no variant can be
+            # faster, so sequential / this is the largest speed-up any sweep could show here
+            floor_ms = 1e3 * models * matmul_flops_per_example(spec) * steps * bs / (rate * 1e9)
+            seq = med[f"{models} sequential runs"]
+            seq_total = models * solo_compile + run_epochs * seq
+            results = []
+            for name, s in med.items():
+                total = seq_total if name.endswith("runs") else sweep_compile + run_epochs * s
+                results.append({"variant": name, "ms_per_epoch_all_models": 1e3 * s,
+                                "model_samples_per_s": models * steps * bs / s, "vs_sequential": seq / s,
+                                "end_to_end_s": total, "end_to_end_vs_sequential": seq_total / total})
+            entry = {"batch_size": bs, "steps": steps, "solo_compile_s": solo_compile, "sweep_compile_s": sweep_compile,
+                     "results": results, "flop_floor_ms": floor_ms, "max_speedup": 1e3 * seq / floor_ms}
+            report["batches"].append(entry)
+            log(format_sweep_batch(entry, report))
     return report
 
 
