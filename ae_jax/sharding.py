@@ -107,18 +107,20 @@ def resolve_devices(devices) -> list[jax.Device]:
     return devices
 
 
-def data_mesh(devices="all") -> Mesh:
-    """A 1-D mesh over ``devices`` with the axis ``"data"``."""
-    return Mesh(np.array(resolve_devices(devices)), (DATA_AXIS,))
+def data_mesh(devices="all", axis: str = DATA_AXIS) -> Mesh:
+    """A 1-D mesh over ``devices`` with one axis: ``"data"`` (a batch split over devices), or another name
+    (a sweep splits its models over ``"models"``)."""
+    return Mesh(np.array(resolve_devices(devices)), (axis,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over the ``"data"`` axis."""
-    return NamedSharding(mesh, P(DATA_AXIS))
+def leading_split(mesh: Mesh) -> NamedSharding:
+    """The leading axis (a batch's examples, a sweep's models) split over the 1-D mesh's axis."""
+    (axis,) = mesh.axis_names
+    return NamedSharding(mesh, P(axis))
 
 
 def put(tree, sharding: NamedSharding):
@@ -132,10 +134,12 @@ def put(tree, sharding: NamedSharding):
     return jax.tree.map(one, tree)
 
 
-def check_divisible(batch_size: int, mesh: Mesh) -> None:
+def check_divisible(count: int, mesh: Mesh, what: str = "batch size {}") -> None:
+    """``count`` things (the batch's examples, a sweep's models) must split evenly over the mesh's devices;
+    ``what`` names them in the error, ``{}`` standing for the count."""
     n = mesh.devices.size
-    if batch_size % n:
-        raise ValueError(f"batch size {batch_size} does not split evenly over {n} devices; use a multiple of {n}")
+    if count % n:
+        raise ValueError(f"{what.format(count)} does not split evenly over {n} devices; use a multiple of {n}")
 
 
 def environment_summary() -> str:

@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ae_core import ModelSpec, epoch_batches, get_spec
 from ae_core.noise import epoch_noise
@@ -145,12 +144,9 @@ class SweepTrainer:
         check_loss(self.spec, config.loss)
         self.batch_order, self.precision = batch_order, precision
         self.dtype = jnp_dtype(config.dtype)
-        self.mesh = None
-        if devices is not None:
-            self.mesh = Mesh(np.array(sharding.resolve_devices(devices)), (MODELS_AXIS,))
-            if len(self.members) % self.mesh.devices.size:
-                raise ValueError(f"{len(self.members)} models do not split evenly over {self.mesh.devices.size} "
-                                 f"devices; use a multiple of {self.mesh.devices.size}")
+        self.mesh = None if devices is None else sharding.data_mesh(devices, axis=MODELS_AXIS)
+        if self.mesh is not None:
+            sharding.check_divisible(len(self.members), self.mesh, "a sweep of {} models")
         models = [build(self.spec, dtype=config.dtype, seed=m.seed) for m in self.members]
         for model in models:
             model.eval()
@@ -166,8 +162,8 @@ class SweepTrainer:
         if self.mesh is None:
             self._put_models = self._put_shared = jax.device_put
         else:
-            self._put_models = functools.partial(sharding.put, sharding=NamedSharding(self.mesh, P(MODELS_AXIS)))
-            self._put_shared = functools.partial(sharding.put, sharding=NamedSharding(self.mesh, P()))
+            self._put_models = functools.partial(sharding.put, sharding=sharding.leading_split(self.mesh))
+            self._put_shared = functools.partial(sharding.put, sharding=sharding.replicated(self.mesh))
         self.params, self.rest, self.opt_state, self.lrs = self._put_models((params, rest, opt_state, self.lrs))
         cast = functools.partial(np.asarray, dtype=self.dtype)
         self.x = self._put_shared(cast(x_train))
@@ -175,7 +171,7 @@ class SweepTrainer:
         self.n = len(self.x)
         self.step = 0
         epoch_batches(config.seed, 0, self.n, config.batch_size)  # validates batch_size against n
-        out = {} if self.mesh is None else {"out_shardings": NamedSharding(self.mesh, P(MODELS_AXIS))}
+        out = {} if self.mesh is None else {"out_shardings": sharding.leading_split(self.mesh)}
         self._epoch_fn = jax.jit(functools.partial(sweep_epoch, self.graphdef, config.optimizer, config.loss,
                                                    batch_order == "shared"), donate_argnums=(0, 1, 2))
         self._eval_fn = jax.jit(jax.vmap(functools.partial(eval_loss, self.eval_graphdef, config.loss),

@@ -154,7 +154,7 @@ class Trainer:
         batch_sharding = None
         if self.mesh is not None:
             sharding.check_divisible(config.batch_size, self.mesh)
-            batch_sharding = sharding.batch_sharded(self.mesh)
+            batch_sharding = sharding.leading_split(self.mesh)
             self._put = functools.partial(sharding.put, sharding=sharding.replicated(self.mesh))
             self.params, self.rest, self.opt_state = self._put((self.params, self.rest, self.opt_state))
         else:

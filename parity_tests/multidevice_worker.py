@@ -72,6 +72,14 @@ def errors(data_dir: str) -> dict:
             out[name] = None
         except ValueError as e:
             out[name] = str(e)
+    from ae_jax.sweep import SweepTrainer, grid
+
+    try:  # 3 models over 4 devices
+        SweepTrainer(spec, TrainConfig(epochs=1, batch_size=32, dtype="float64"), grid([0, 1, 2], [1e-3]),
+                     data.x_train, devices="all")
+        out["sweep_indivisible"] = None
+    except ValueError as e:
+        out["sweep_indivisible"] = str(e)
     return out
 
 

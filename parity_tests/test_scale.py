@@ -66,6 +66,8 @@ def test_data_parallel_bad_layouts_are_refused(multidevice):
     errors = multidevice["errors"]
     assert errors["indivisible"] == "batch size 30 does not split evenly over 4 devices; use a multiple of 4"
     assert errors["too_many"] == "asked for 5 devices; this machine has 4 (cpu)"
+    assert errors["sweep_indivisible"] == ("a sweep of 3 models does not split evenly over 4 devices; "
+                                           "use a multiple of 4")
 
 
 def _free_port() -> int:
