@@ -188,14 +188,18 @@ class Trainer:
         """The current model (a fresh module over the current arrays, in eval mode)."""
         return nnx.merge(self.eval_graphdef, self.params, self.rest)
 
+    def epoch_inputs(self, epoch: int):
+        """ae_core's batch indices (steps, batch) and noise (steps, batch, ...) of ``epoch``, on the host."""
+        c = self.config
+        idx = epoch_batches(c.seed, epoch, self.n, c.batch_size)
+        return idx, epoch_noise(self.spec, c.seed, epoch, len(idx), c.batch_size, c.dtype)
+
     def train_epoch(self, epoch: int, mode: str | None = None) -> np.ndarray:
         """One epoch on ae_core's batch order for ``epoch``; the per-step losses (float64 numpy).
 
         ``mode`` overrides the trainer's mode ("scan" or "step") for this epoch."""
         mode = mode or self.mode
-        c = self.config
-        idx = epoch_batches(c.seed, epoch, self.n, c.batch_size)
-        idx, noise = self._put((idx, epoch_noise(self.spec, c.seed, epoch, len(idx), c.batch_size, c.dtype)))
+        idx, noise = self._put(self.epoch_inputs(epoch))
         with jax.default_matmul_precision(self.precision):
             if mode == "scan":
                 self.params, self.rest, self.opt_state, losses = self._epoch_fn(

@@ -21,6 +21,7 @@ rate (large square matmuls), i.e. the time the epoch would take if every GEMM ra
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -108,16 +109,38 @@ def gemm_only_ms(spec, batch_size: int, steps: int, repeats: int = 5) -> float:
     return 1e3 * float(np.median(times))
 
 
-def _compile_seconds(trainer) -> float:
-    """Ahead-of-time compile time of the whole-epoch program."""
-    from ae_core import epoch_batches
-    from ae_core.noise import epoch_noise
+def _round_robin(epoch_seconds: dict, epochs: int) -> dict[str, float]:
+    """Median seconds per epoch of each variant, epochs round-robin (variant A epoch k, variant B epoch k,
+    ...) after one untimed warm-up epoch (which compiles); ``epoch_seconds[name](epoch)`` runs one epoch
+    and returns its seconds."""
+    times = {name: [] for name in epoch_seconds}
+    for epoch in range(epochs + 1):
+        for name, run in epoch_seconds.items():
+            seconds = run(epoch)
+            if epoch:
+                times[name].append(seconds)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
 
-    c = trainer.config
-    idx = epoch_batches(c.seed, 0, trainer.n, c.batch_size)
-    noise = epoch_noise(trainer.spec, c.seed, 0, len(idx), c.batch_size, c.dtype)
+
+def _wall(fn):
+    """``fn(epoch)`` (which returns once the epoch's results are on the host) as a function returning its
+    wall-clock seconds."""
+
+    def run(epoch):
+        t = time.perf_counter()
+        fn(epoch)
+        return time.perf_counter() - t
+
+    return run
+
+
+def _compile_seconds(trainer) -> float:
+    """Ahead-of-time compile time of the whole-epoch program of an ``ae_jax`` ``Trainer`` or ``SweepTrainer``
+    (whose epoch also takes the per-model learning rates)."""
+    lrs = (trainer.lrs,) if hasattr(trainer, "lrs") else ()
+    args = (trainer.params, trainer.rest, trainer.opt_state, *lrs, trainer.x, *trainer.epoch_inputs(0))
     t = time.perf_counter()
-    trainer._epoch_fn.lower(trainer.params, trainer.rest, trainer.opt_state, trainer.x, idx, noise).compile()
+    trainer._epoch_fn.lower(*args).compile()
     return time.perf_counter() - t
 
 
@@ -232,13 +255,8 @@ def run_bench(preset: str = "mlp9", batch_sizes=(32, 256), epochs: int = 5, sour
         workers = _Workers(preset, config, source, data_dir, limit, include_loader)
         try:
             tinfo, jinfo = workers.info["torch"], workers.info["jax"]
-            names = tinfo["variants"] + jinfo["variants"]
-            times = {name: [] for name in names}
-            for epoch in range(epochs + 1):  # epoch 0: warm-up (compiles), not timed
-                for name in names:
-                    seconds = workers.epoch(name, epoch)
-                    if epoch:
-                        times[name].append(seconds)
+            med = _round_robin({name: functools.partial(workers.epoch, name)
+                                for name in tinfo["variants"] + jinfo["variants"]}, epochs)
         finally:
             workers.close()
         report.update(data=jinfo["data"], n_train=jinfo["n_train"])
@@ -246,8 +264,7 @@ def run_bench(preset: str = "mlp9", batch_sizes=(32, 256), epochs: int = 5, sour
                                  matmul_gflops=jinfo["matmul_gflops"])
         report["versions"] = {"jax": jinfo["jax"], "torch": tinfo["torch"]}
         steps = jinfo["n_train"] // bs
-        results = {name: Result(name, bs, steps, 1e3 * float(np.median(ts)), steps * bs / float(np.median(ts)))
-                   for name, ts in times.items()}
+        results = {name: Result(name, bs, steps, 1e3 * seconds, steps * bs / seconds) for name, seconds in med.items()}
         eager = [r for name, r in results.items() if name.startswith("ae_torch eager")]
         best_eager = min(eager, key=lambda r: r.ms_per_epoch)
         for r in results.values():
@@ -317,24 +334,6 @@ def sized(x: np.ndarray, size: int | None) -> np.ndarray:
     return x if size is None else np.resize(x, (size, *x.shape[1:]))
 
 
-def _timed(fns: dict, epochs: int) -> dict[str, float]:
-    """Median seconds per epoch of each ``fn(epoch)``, round-robin, after one untimed warm-up epoch."""
-    times = {name: [] for name in fns}
-    for epoch in range(epochs + 1):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn(epoch)
-            if epoch:
-                times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(ts)) for name, ts in times.items()}
-
-
-def _aot_compile_seconds(jitted, *args) -> float:
-    t = time.perf_counter()
-    jitted.lower(*args).compile()
-    return time.perf_counter() - t
-
-
 def _machine() -> dict:
     import jax
 
@@ -349,8 +348,6 @@ def run_jax_bench(preset: str = "mlp9", batch_sizes=(32, 256), epochs: int = 5, 
     accelerators, where the torch reference of ``run_bench`` is not what is being measured."""
     import jax
 
-    from ae_core import epoch_batches
-    from ae_core.noise import epoch_noise
     from ae_jax.train import Trainer
 
     spec = get_spec(preset)
@@ -363,14 +360,11 @@ def run_jax_bench(preset: str = "mlp9", batch_sizes=(32, 256), epochs: int = 5, 
         trainers = {"scan epoch (highest)": (Trainer(spec, config, x, precision="highest", mode="scan"), "scan"),
                     "scan epoch (default)": (Trainer(spec, config, x, precision="default", mode="scan"), "scan"),
                     "jit step (highest)": (Trainer(spec, config, x, precision="highest", mode="step"), "step")}
-        t = trainers["scan epoch (highest)"][0]
-        idx = epoch_batches(config.seed, 0, t.n, bs)
-        noise = epoch_noise(spec, config.seed, 0, len(idx), bs, "float32")
         with jax.default_matmul_precision("highest"):
-            compile_s = _aot_compile_seconds(t._epoch_fn, t.params, t.rest, t.opt_state, t.x, idx, noise)
-        med = _timed({name: (lambda e, tr=tr, mode=mode: tr.train_epoch(e, mode=mode))
-                      for name, (tr, mode) in trainers.items()}, epochs)
-        steps = len(idx)
+            compile_s = _compile_seconds(trainers["scan epoch (highest)"][0])
+        med = _round_robin({name: _wall(functools.partial(tr.train_epoch, mode=mode))
+                            for name, (tr, mode) in trainers.items()}, epochs)
+        steps = len(x) // bs
         entry = {"batch_size": bs, "steps": steps, "compile_s": compile_s,
                  "results": [{"variant": name, "ms_per_epoch": 1e3 * s, "samples_per_s": steps * bs / s}
                              for name, s in med.items()]}
@@ -390,8 +384,6 @@ def run_sweep_bench(preset: str = "mlp9", models: int = 8, batch_sizes=(32, 256)
     programs to compile sequentially, one for the sweep)."""
     import jax
 
-    from ae_core import epoch_batches
-    from ae_core.noise import epoch_noise
     from ae_jax.sweep import SweepTrainer, grid
     from ae_jax.train import Trainer
 
@@ -409,16 +401,12 @@ def run_sweep_bench(preset: str = "mlp9", models: int = 8, batch_sizes=(32, 256)
             solos = [Trainer(spec, member_cfg, x, mode="scan") for member_cfg in
                      (TrainConfig(**{**vars(config), "seed": m.seed}) for m in members)]
             sweeps = {order: SweepTrainer(spec, config, members, x, batch_order=order) for order in ("own", "shared")}
-            s0, sw = solos[0], sweeps["own"]
-            idx = epoch_batches(0, 0, s0.n, bs)
-            noise = epoch_noise(spec, 0, 0, len(idx), bs, "float32")
-            solo_compile = _aot_compile_seconds(s0._epoch_fn, s0.params, s0.rest, s0.opt_state, s0.x, idx, noise)
-            sweep_compile = _aot_compile_seconds(sw._epoch_fn, sw.params, sw.rest, sw.opt_state, sw.lrs, sw.x,
-                                                 *sw.epoch_inputs(0))
-            med = _timed({f"{models} sequential runs": lambda e, solos=solos: [s.train_epoch(e) for s in solos],
-                          "sweep (own batch orders)": sweeps["own"].train_epoch,
-                          "sweep (shared batch order)": sweeps["shared"].train_epoch}, epochs)
-            steps = len(idx)
+            solo_compile, sweep_compile = _compile_seconds(solos[0]), _compile_seconds(sweeps["own"])
+            sequential = _wall(lambda e, solos=solos: [s.train_epoch(e) for s in solos])
+            med = _round_robin({f"{models} sequential runs": sequential,
+                                "sweep (own batch orders)": _wall(sweeps["own"].train_epoch),
+                                "sweep (shared batch order)": _wall(sweeps["shared"].train_epoch)}, epochs)
+            steps = len(x) // bs
             # what M models' matmuls alone would take at the machine's measured matmul rate: no variant can be
             # faster, so sequential / this is the largest speed-up any sweep could show here
             floor_ms = 1e3 * models * matmul_flops_per_example(spec) * steps * bs / (rate * 1e9)
