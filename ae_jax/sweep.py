@@ -170,6 +170,7 @@ class SweepTrainer:
         self.x_eval = None if x_eval is None else self._put_shared(cast(x_eval))
         self.n = len(self.x)
         self.step = 0
+        self._host = None  # (step, host copy of the stacked state): see _on_host
         epoch_batches(config.seed, 0, self.n, config.batch_size)  # validates batch_size against n
         out = {} if self.mesh is None else {"out_shardings": sharding.leading_split(self.mesh)}
         self._epoch_fn = jax.jit(functools.partial(sweep_epoch, self.graphdef, config.optimizer, config.loss,
@@ -213,19 +214,29 @@ class SweepTrainer:
     def _index(self, member: int | Member) -> int:
         return self.members.index(member) if isinstance(member, Member) else int(member)
 
+    def _on_host(self):
+        """The stacked (params, rest, optimizer state) as numpy, fetched from the device(s) once per step:
+        writing every member's checkpoint reads it 2 x M times, one small device slice per leaf each if
+        taken member by member."""
+        if self._host is None or self._host[0] != self.step:
+            self._host = (self.step, jax.device_get((self.params, self.rest, self.opt_state)))
+        return self._host[1]
+
+    def _take(self, tree, member: int | Member):
+        i = self._index(member)
+        return jax.tree.map(lambda a: np.array(a[i]), tree)  # a copy: the member's arrays are its own
+
     def model(self, member: int | Member) -> nnx.Module:
         """Member ``member``'s current model (eval mode)."""
-        i = self._index(member)
-        take = functools.partial(jax.tree.map, lambda a: np.asarray(a[i]))
-        return nnx.merge(self.eval_graphdef, take(self.params), take(self.rest))
+        params, rest, _ = self._on_host()
+        return nnx.merge(self.eval_graphdef, self._take(params, member), self._take(rest, member))
 
     def model_state(self, member: int | Member) -> dict[str, np.ndarray]:
         return state_dict(self.model(member))
 
     def optimizer_state(self, member: int | Member) -> dict[str, np.ndarray]:
-        i = self._index(member)
-        opt_state = jax.tree.map(lambda a: np.asarray(a[i]), self.opt_state)
-        return optimizer_state(opt_state, self.model(i), self.config.optimizer, self.step)
+        opt_state = self._take(self._on_host()[2], member)
+        return optimizer_state(opt_state, self.model(member), self.config.optimizer, self.step)
 
     def member_config(self, member: int | Member) -> TrainConfig:
         return member_config(self.config, self.members[self._index(member)], self.batch_order)
