@@ -38,7 +38,7 @@ from .convert import state_dict
 from .models import build
 from .numerics import jnp_dtype
 from .optim import make_optimizer, optimizer_state
-from .train import eval_loss, train_step
+from .train import counted_jit, eval_loss, lower_counted, train_step
 
 BATCH_ORDERS = ("own", "shared")
 MODELS_AXIS = "models"
@@ -173,10 +173,12 @@ class SweepTrainer:
         self._host = None  # (step, host copy of the stacked state): see _on_host
         epoch_batches(config.seed, 0, self.n, config.batch_size)  # validates batch_size against n
         out = {} if self.mesh is None else {"out_shardings": sharding.leading_split(self.mesh)}
-        self._epoch_fn = jax.jit(functools.partial(sweep_epoch, self.graphdef, config.optimizer, config.loss,
-                                                   batch_order == "shared"), donate_argnums=(0, 1, 2))
-        self._eval_fn = jax.jit(jax.vmap(functools.partial(eval_loss, self.eval_graphdef, config.loss),
-                                         in_axes=(0, 0, None)), **out)
+        self._counts: dict = {}
+        self._epoch_fn = counted_jit(self._counts, "epoch", functools.partial(
+            sweep_epoch, self.graphdef, config.optimizer, config.loss, batch_order == "shared"),
+            donate_argnums=(0, 1, 2))
+        self._eval_fn = counted_jit(self._counts, "eval", jax.vmap(
+            functools.partial(eval_loss, self.eval_graphdef, config.loss), in_axes=(0, 0, None)), **out)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -190,6 +192,13 @@ class SweepTrainer:
         if self.batch_order == "shared":
             return idx[0], noise[0]
         return np.stack(idx, axis=1), {k: np.stack([n[k] for n in noise], axis=1) for k in noise[0]}
+
+    def lower(self, epoch: int = 0):
+        """The compiled program of one epoch of every model, lowered ahead of time (``jax.stages.Lowered``)."""
+        idx, noise = self._put_shared(self.epoch_inputs(epoch))
+        with jax.default_matmul_precision(self.precision):
+            return lower_counted(self._counts, self._epoch_fn, self.params, self.rest, self.opt_state, self.lrs,
+                                 self.x, idx, noise)
 
     def train_epoch(self, epoch: int) -> np.ndarray:
         """One epoch of every model; the per-step losses, (steps, models) float64 numpy."""
@@ -208,7 +217,8 @@ class SweepTrainer:
             return np.asarray(self._eval_fn(self.params, self.rest, self.x_eval), dtype=np.float64)
 
     def compiled_count(self) -> dict[str, int]:
-        return {"epoch": self._epoch_fn._cache_size(), "eval": self._eval_fn._cache_size()}
+        """As ``Trainer.compiled_count``: programs compiled per function (1 = no recompilation)."""
+        return {k: v for k, v in self._counts.items() if not k.startswith("_")}
 
     # -- one member in canonical form (the same files as a solo run) ------------------------------------
     def _index(self, member: int | Member) -> int:

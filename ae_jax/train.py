@@ -111,6 +111,30 @@ def encode_decode(model: nnx.Module, x: jax.Array, noise=None) -> tuple[jax.Arra
 
 
 # ---------------------------------------------------------------------------------- Trainer ----
+def counted_jit(counts: dict, name: str, fn, **jit_kwargs):
+    """``jax.jit(fn)`` that adds 1 to ``counts[name]`` each time JAX traces it for a call, i.e. each time a
+    new program is compiled (a Python side effect runs only while tracing). Public, unlike
+    ``jax.jit(...)._cache_size()``: a trainer's ``compiled_count()`` reads it."""
+    counts.setdefault(name, 0)
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        if not counts.get("_lowering"):
+            counts[name] += 1
+        return fn(*args, **kwargs)
+
+    return jax.jit(traced, **jit_kwargs)
+
+
+def lower_counted(counts: dict, fn, *args):
+    """``fn.lower(*args)`` without counting it as a compilation for execution (ahead-of-time lowering)."""
+    counts["_lowering"] = True
+    try:
+        return fn.lower(*args)
+    finally:
+        counts["_lowering"] = False
+
+
 class Trainer:
     """Model state + optimizer state + device-resident data; the same methods as ``ae_torch.train.Trainer``.
 
@@ -119,7 +143,9 @@ class Trainer:
     scan, except for models with convolutions on the CPU backend: XLA:CPU runs convolutions inside a
     while-loop body far slower than as top-level ops (measured on the ``conv`` preset: scan 2.4x slower
     than the jitted step; docs/benchmarks.md).
-    ``precision`` is the matmul precision everything is traced with ("highest" for parity).
+    ``precision`` is the matmul precision everything is traced with ("highest" for parity). ``tx``: an optax
+    transformation used instead of ``config.optimizer``'s torch-equivalent one (e.g. to measure what a
+    wrong mapping does); checkpoints still record ``config.optimizer``.
 
     ``devices`` (``"all"``, a count or a list; default: one device) trains data-parallel over a
     ``jax.sharding`` mesh (:mod:`ae_jax.sharding`): the state and the dataset replicated, each batch split
@@ -134,14 +160,14 @@ class Trainer:
 
     def __init__(self, spec: str | ModelSpec, config: TrainConfig, x_train, x_eval=None, *,
                  precision: str = "highest", device: jax.Device | None = None, mode: str = "auto",
-                 devices=None):
+                 devices=None, tx: optax.GradientTransformation | None = None):
         self.spec, self.config = get_spec(spec), config
         if mode not in self.MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {self.MODES}")
         check_loss(self.spec, config.loss)
         self.dtype = jnp_dtype(config.dtype)
         self.precision = precision
-        self.tx = make_optimizer(config.optimizer)
+        self.tx = make_optimizer(config.optimizer) if tx is None else tx
         model = build(self.spec, dtype=config.dtype, seed=config.seed)
         model.eval()
         self.eval_graphdef = nnx.graphdef(model)
@@ -155,13 +181,13 @@ class Trainer:
         if self.mesh is not None:
             sharding.check_divisible(config.batch_size, self.mesh)
             batch_sharding = sharding.leading_split(self.mesh)
-            self._put = functools.partial(sharding.put, sharding=sharding.replicated(self.mesh))
-            self.params, self.rest, self.opt_state = self._put((self.params, self.rest, self.opt_state))
+            self._place = functools.partial(sharding.put, sharding=sharding.replicated(self.mesh))
+            self.params, self.rest, self.opt_state = self.place((self.params, self.rest, self.opt_state))
         else:
-            self._put = functools.partial(jax.device_put, device=device)
+            self._place = functools.partial(jax.device_put, device=device)
         cast = functools.partial(np.asarray, dtype=self.dtype)
-        self.x = self._put(cast(x_train))
-        self.x_eval = None if x_eval is None else self._put(cast(x_eval))
+        self.x = self.place(cast(x_train))
+        self.x_eval = None if x_eval is None else self.place(cast(x_eval))
         self.n = len(self.x)
         self.step = 0
         self._step_numbers = []
@@ -172,11 +198,28 @@ class Trainer:
         static = (self.graphdef, self.tx, config.loss)
         # with a mesh, results stay replicated (the next call finds its inputs where it left them)
         out = {} if self.mesh is None else {"out_shardings": sharding.replicated(self.mesh)}
-        self._step_fn = jax.jit(functools.partial(train_step_indexed, *static, batch_sharding=batch_sharding),
-                                donate_argnums=(0, 1, 2), **out)
-        self._epoch_fn = jax.jit(functools.partial(train_epoch, *static, batch_sharding=batch_sharding),
-                                 donate_argnums=(0, 1, 2), **out)
-        self._eval_fn = jax.jit(functools.partial(eval_loss, self.eval_graphdef, config.loss), **out)
+        self._counts: dict = {}
+        self._step_fn = counted_jit(self._counts, "step", functools.partial(
+            train_step_indexed, *static, batch_sharding=batch_sharding), donate_argnums=(0, 1, 2), **out)
+        self._epoch_fn = counted_jit(self._counts, "epoch", functools.partial(
+            train_epoch, *static, batch_sharding=batch_sharding), donate_argnums=(0, 1, 2), **out)
+        self._eval_fn = counted_jit(self._counts, "eval", functools.partial(eval_loss, self.eval_graphdef, config.loss),
+                                    **out)
+
+    def place(self, tree):
+        """Host arrays (a pytree) put where this trainer keeps its state: its device, or replicated over its mesh."""
+        return self._place(tree)
+
+    def lower(self, mode: str = "scan", epoch: int = 0):
+        """The compiled program of one epoch (``mode="scan"``) or one step (``"step"``) on ``epoch``'s inputs,
+        lowered ahead of time (``jax.stages.Lowered``: ``.compile()``, ``.as_text()``); trains nothing."""
+        if mode not in ("scan", "step"):
+            raise ValueError(f"unknown mode {mode!r}; expected 'scan' or 'step'")
+        idx, noise = self.place(self.epoch_inputs(epoch))
+        args = (self.params, self.rest, self.opt_state, self.x, idx, noise)
+        fn = self._epoch_fn if mode == "scan" else self._step_fn
+        with jax.default_matmul_precision(self.precision):
+            return lower_counted(self._counts, fn, *args, *(() if mode == "scan" else (self.place(np.int32(0)),)))
 
     @property
     def process_index(self) -> int:
@@ -199,7 +242,7 @@ class Trainer:
 
         ``mode`` overrides the trainer's mode ("scan" or "step") for this epoch."""
         mode = mode or self.mode
-        idx, noise = self._put(self.epoch_inputs(epoch))
+        idx, noise = self.place(self.epoch_inputs(epoch))
         with jax.default_matmul_precision(self.precision):
             if mode == "scan":
                 self.params, self.rest, self.opt_state, losses = self._epoch_fn(
@@ -207,7 +250,7 @@ class Trainer:
             elif mode == "step":
                 out = []
                 if len(self._step_numbers) != len(idx):  # step numbers as device scalars, made once
-                    self._step_numbers = [self._put(np.int32(i)) for i in range(len(idx))]
+                    self._step_numbers = [self.place(np.int32(i)) for i in range(len(idx))]
                 for step in self._step_numbers:
                     self.params, self.rest, self.opt_state, value = self._step_fn(
                         self.params, self.rest, self.opt_state, self.x, idx, noise, step)
@@ -226,9 +269,9 @@ class Trainer:
             return float(self._eval_fn(self.params, self.rest, self.x_eval))
 
     def compiled_count(self) -> dict[str, int]:
-        """How many programs each jitted function holds (1 after any number of epochs = no recompilation)."""
-        return {"epoch": self._epoch_fn._cache_size(), "step": self._step_fn._cache_size(),
-                "eval": self._eval_fn._cache_size()}
+        """How many programs each compiled function was traced and compiled into so far (1 after any number of
+        epochs = no recompilation; 0 = never run). Ahead-of-time :meth:`lower` calls are not counted."""
+        return {k: v for k, v in self._counts.items() if not k.startswith("_")}
 
     # -- state in canonical form ---------------------------------------------------------------------
     def model_state(self) -> dict[str, np.ndarray]:
@@ -245,5 +288,5 @@ class Trainer:
         opt_state = load_optimizer_state(self.tx.init(self.params), current, self.config.optimizer, optim, step)
         load_state_dict(current, model)  # validates everything before assigning
         _, params, rest = nnx.split(current, nnx.Param, ...)
-        self.params, self.rest, self.opt_state = self._put((params, rest, opt_state))
+        self.params, self.rest, self.opt_state = self.place((params, rest, opt_state))
         self.step = step

@@ -137,10 +137,9 @@ def _wall(fn):
 def _compile_seconds(trainer) -> float:
     """Ahead-of-time compile time of the whole-epoch program of an ``ae_jax`` ``Trainer`` or ``SweepTrainer``
     (whose epoch also takes the per-model learning rates)."""
-    lrs = (trainer.lrs,) if hasattr(trainer, "lrs") else ()
-    args = (trainer.params, trainer.rest, trainer.opt_state, *lrs, trainer.x, *trainer.epoch_inputs(0))
+    lowered = trainer.lower()
     t = time.perf_counter()
-    trainer._epoch_fn.lower(*args).compile()
+    lowered.compile()
     return time.perf_counter() - t
 
 

@@ -259,9 +259,9 @@ def _diagnose(args) -> int:
     from .compare import compare
 
     if args.dtype == "float64":  # before the flax model is built, or its float64 parameters become float32
-        import jax
+        from ae_jax.numerics import enable_x64
 
-        jax.config.update("jax_enable_x64", True)
+        enable_x64()
     torch_cls, flax_cls = _load_class(args.torch), _load_class(args.flax)
     tm = torch_cls()
     if args.weights:

@@ -281,22 +281,23 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
     from ae_jax.optim import make_optimizer as make_optax
     from ae_torch.optim import make_optimizer as make_torch_opt
 
-    from .parity import set_parity_numerics
+    from ae_jax.numerics import enable_x64
+
+    from .parity import parity_numerics
 
     if mode not in ("eval", "train"):
         raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
     if dtype not in DEFAULT_TOL:
         raise ValueError(f"dtype must be one of {sorted(DEFAULT_TOL)}, got {dtype!r}")
     if dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    set_parity_numerics()
+        enable_x64()
     tol = DEFAULT_TOL[dtype] if tol is None else tol
     tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     tm = copy.deepcopy(torch_model).to(tdtype).train(mode == "train")
     getattr(flax_model, mode)()
     x = np.asarray(x, dtype=dtype)
     fx = jnp.asarray(flax_input(x) if flax_input else x)
-    with extra_rules(rules):
+    with extra_rules(rules), parity_numerics("highest"):
         notes = transfer(tm, flax_model, names)
         p0 = convert.state_dict(flax_model)
         flax_types = {".".join(convert._torch_path(flax_model, p)): type(m).__name__

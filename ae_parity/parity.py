@@ -10,6 +10,7 @@ Numerics are explicit: JAX matmuls at precision "highest", torch TF32 off.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,18 +83,20 @@ def make_row(quantity: str, group: str, jax_value, torch_value, dtype: str, scal
 PRECISIONS = ("highest", "default")
 
 
-def set_parity_numerics(precision: str = "highest") -> None:
-    """"highest": full-precision matmuls on both sides (no TF32 / bf16 passes), the parity setting.
+@contextlib.contextmanager
+def parity_numerics(precision: str = "highest"):
+    """A context for a parity computation; restores both frameworks' previous settings on exit.
+
+    "highest": full-precision matmuls on both sides (no TF32 / bf16 passes), the parity setting.
     "default": each framework's default (XLA may use TF32/bf16 passes for float32 on GPU/TPU, torch's
     TF32 switches on): shows what default precision costs in parity."""
-    import jax
-    import torch
+    from ae_jax.numerics import matmul_precision
+    from ae_torch.numerics import tf32
 
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
-    jax.config.update("jax_default_matmul_precision", precision)
-    torch.backends.cuda.matmul.allow_tf32 = precision != "highest"
-    torch.backends.cudnn.allow_tf32 = precision != "highest"
+    with matmul_precision(precision), tf32(precision != "highest"):
+        yield
 
 
 def forward_parity(spec, dtype: str, x: np.ndarray, *, seed: int = 0, loss: str | None = None,
@@ -104,8 +107,13 @@ def forward_parity(spec, dtype: str, x: np.ndarray, *, seed: int = 0, loss: str 
     separately) and the gradient of every parameter (canonical names). Models whose train mode differs
     from eval mode (BatchNorm, dropout, corruption, VAE sampling) are compared in both: eval-mode
     outputs, then train-mode outputs, loss and gradients with the same supplied noise
-    (``ae_core.noise.batch_noise``) on both sides.
+    (``ae_core.noise.batch_noise``) on both sides. Runs inside :func:`parity_numerics` ``(precision)``.
     """
+    with parity_numerics(precision):
+        return _forward_rows(spec, dtype, x, seed, loss)
+
+
+def _forward_rows(spec, dtype: str, x: np.ndarray, seed: int, loss: str | None) -> list[Row]:
     import jax.numpy as jnp
     import torch
 
@@ -123,7 +131,6 @@ def forward_parity(spec, dtype: str, x: np.ndarray, *, seed: int = 0, loss: str 
     spec = get_spec(spec)
     loss = loss or default_loss(spec)
     check_loss(spec, loss)
-    set_parity_numerics(precision)
     tm = ae_torch.build(spec, dtype=dtype, seed=seed)
     jm = ae_jax.build(spec, dtype=dtype, seed=seed)
     xt = torch.from_numpy(np.asarray(x, dtype=dtype))
@@ -175,6 +182,13 @@ def adam_first_step_bound(grad: np.ndarray, lr: float, eps: float, grad_tol_rel:
 
 def step_parity(spec, dtype: str, x: np.ndarray, optimizer, *, seed: int = 0, loss: str | None = None,
                 precision: str = "highest") -> list[Row]:
+    """One optimizer step from identical weights on the same batch (see :func:`_step_rows`), inside
+    :func:`parity_numerics` ``(precision)``."""
+    with parity_numerics(precision):
+        return _step_rows(spec, dtype, x, optimizer, seed, loss, precision)
+
+
+def _step_rows(spec, dtype: str, x: np.ndarray, optimizer, seed: int, loss: str | None, precision: str) -> list[Row]:
     """One optimizer step from identical weights on the same batch: every updated weight compared, and
     every buffer (BatchNorm running statistics and counters after the step).
 
@@ -193,7 +207,6 @@ def step_parity(spec, dtype: str, x: np.ndarray, optimizer, *, seed: int = 0, lo
 
     spec = get_spec(spec)
     loss = loss or default_loss(spec)
-    set_parity_numerics(precision)
     config = TrainConfig(epochs=1, batch_size=len(x), optimizer=optimizer, loss=loss, seed=seed, dtype=dtype)
     data = Data(np.asarray(x, dtype=dtype), np.asarray(x, dtype=dtype), "batch")
     after = {}

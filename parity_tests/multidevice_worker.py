@@ -49,14 +49,7 @@ def compare(data_dir: str, preset: str, mode: str, epochs: int = 2) -> dict:
     out["compiled"] = many.compiled_count()
     # the batch really is split: the compiled program holds a cross-device reduction, and its first
     # layer's matmul runs on batch/devices rows per device
-    fn = many._epoch_fn if many.mode == "scan" else many._step_fn
-    idx, noise = many._put((np.zeros((8, 32), np.int32), {}))
-    args = (idx, noise) if many.mode == "scan" else (idx, noise, many._put(np.int32(0)))
-    if spec.noise_shapes():
-        from ae_core.noise import epoch_noise
-
-        args = (idx, many._put(epoch_noise(spec, 0, 0, 8, 32, "float64")), *args[2:])
-    text = fn.lower(many.params, many.rest, many.opt_state, many.x, *args).compile().as_text()
+    text = many.lower(many.mode).compile().as_text()
     out["all_reduce"] = "all-reduce" in text
     return out
 

@@ -70,16 +70,8 @@ def test_the_wrong_mappings_fail(data):
     t, _ = run("torch", CASES["adam coupled L2"], data)
     j, _ = run("jax", CASES["adam coupled L2"], data)
     wrong = make_trainer("jax", "mlp16", TrainConfig(batch_size=32, optimizer=CASES["adam coupled L2"],
-                                                     dtype="float64", seed=3), data)
-    import functools
-
-    import jax
-
-    from ae_jax.train import train_epoch
-
-    wrong.tx = optax.adamw(1e-3, weight_decay=1e-2)  # the wrong mapping for torch Adam(weight_decay)
-    wrong.opt_state = wrong.tx.init(wrong.params)
-    wrong._epoch_fn = jax.jit(functools.partial(train_epoch, wrong.graphdef, wrong.tx, "mse"))
+                                                     dtype="float64", seed=3), data,
+                         tx=optax.adamw(1e-3, weight_decay=1e-2))  # the wrong mapping for torch Adam(weight_decay)
     wrong.train_epoch(0)
     gap = max(np.abs(wrong.model_state()[k] - v).max() for k, v in t.model_state().items())
     assert gap > 1e-5  # measured ~1e-4: coupled vs decoupled decay is a real difference
