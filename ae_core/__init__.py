@@ -8,9 +8,11 @@ from .batches import epoch_batches, epoch_permutation
 from .init import init_state_dict
 from .inputs import model_inputs
 from .presets import DEFAULT_PRESET, PRESETS, get_spec
-from .spec import (LSTM, Activation, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten, GaussianHead,
-                   GaussianNoise, LastStep, Linear, MaskingNoise, ModelSpec, RepeatSteps, SpecError, TiedLinear,
-                   Unflatten, mlp)
+from .layers import (LAYER_KINDS, LSTM, Activation, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
+                     Flatten, GaussianHead, GaussianNoise, LastStep, LayerSpec, Linear, MaskingNoise, RepeatSteps,
+                     SpecError, TiedLinear, Unflatten)
+from .spec import ModelSpec, mlp
+from .training import Trainer
 from .weights import CheckpointError, StateDictError, load_weights, save_weights
 
 DTYPES = ("float32", "float64")
@@ -28,7 +30,7 @@ def check_dtype(dtype) -> str:
 __all__ = [
     "LSTM", "Activation", "BatchNorm1d", "BatchNorm2d", "CheckpointError", "Conv2d", "ConvTranspose2d", "Dropout",
     "Flatten", "GaussianHead", "GaussianNoise", "LastStep", "MaskingNoise", "RepeatSteps", "TiedLinear", "Unflatten",
-    "DEFAULT_PRESET", "DTYPES", "Linear", "ModelSpec", "PRESETS",
+    "DEFAULT_PRESET", "DTYPES", "LAYER_KINDS", "LayerSpec", "Linear", "ModelSpec", "PRESETS",
     "SpecError", "StateDictError", "check_dtype", "epoch_batches", "epoch_permutation", "get_spec",
-    "init_state_dict", "load_weights", "mlp", "model_inputs", "save_weights",
+    "Trainer", "init_state_dict", "load_weights", "mlp", "model_inputs", "save_weights",
 ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from .spec import (LSTM, Activation, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten, GaussianHead,
-                   GaussianNoise, LastStep, Linear, MaskingNoise, ModelSpec, RepeatSteps, SpecError, TiedLinear,
-                   Unflatten, mlp)
+from .layers import (LSTM, Activation, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten,
+                     GaussianHead, GaussianNoise, LastStep, Linear, MaskingNoise, RepeatSteps, SpecError, TiedLinear,
+                     Unflatten)
+from .spec import ModelSpec, mlp
 
 PRESETS: dict[str, ModelSpec] = {
     spec.name: spec

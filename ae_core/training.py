@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from .optim import OptimizerConfig
-from .spec import Activation, ModelSpec
+from .spec import ModelSpec
 from .weights import CheckpointError, StateDictError, check_state_dict, load_safetensors, save_safetensors
 
 # "vae": the negative ELBO per example, averaged over the batch: BCE-from-logits summed over pixels plus
@@ -38,7 +39,7 @@ def check_loss(spec: ModelSpec, loss: str) -> None:
     A VAE (GaussianHead) trains on the "vae" loss, and only it."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
-    if loss in ("bce", "vae") and spec.decoder[-1] != Activation("sigmoid"):
+    if loss in ("bce", "vae") and not spec.has_logits:
         raise ValueError(f"loss {loss!r} is computed from logits and needs a decoder ending in Sigmoid; "
                          f"{spec.name}'s decoder ends in {spec.decoder[-1]}")
     if (loss == "vae") != spec.is_vae:
@@ -102,6 +103,39 @@ class TrainConfig:
         d = json.loads(text)
         d["optimizer"] = OptimizerConfig.from_json(json.dumps(d["optimizer"]))
         return cls(**d)
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """What ``ae_torch.train.Trainer`` and ``ae_jax.train.Trainer`` both are: one model trained on ae_core's
+    batch order, its state in canonical form (torch names and layout), resumable by either framework.
+
+    ``ae_parity`` (runs, bench, parity) uses trainers only through this interface."""
+
+    framework: str  # "torch" or "jax"
+    spec: ModelSpec
+    config: TrainConfig
+    n: int  # training examples
+    step: int  # optimizer steps taken
+    process_index: int  # 0, or this process's index in a multi-host run (process 0 writes files)
+
+    def epoch_inputs(self, epoch: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The batch indices (steps, batch) and supplied noise (steps, batch, ...) of ``epoch``."""
+
+    def train_epoch(self, epoch: int) -> np.ndarray:
+        """One epoch; the per-step losses (float64)."""
+
+    def evaluate(self) -> float:
+        """Mean loss over the eval set."""
+
+    def model_state(self) -> dict[str, np.ndarray]:
+        """The canonical state dict."""
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """``{"<param name>.<slot>": array}`` in torch layout."""
+
+    def load_state(self, model: dict, optim: dict, step: int) -> None:
+        """Resume from canonical state (validated before anything changes)."""
 
 
 @dataclass

@@ -11,7 +11,7 @@ from ae_core import mnist as core_mnist
 from .numerics import jnp_dtype
 
 
-def mnist_arrays(spec: str | ModelSpec, split: str = "train", source: str = "auto", data_dir=None,
+def mnist_inputs(spec: str | ModelSpec, split: str = "train", source: str = "auto", data_dir=None,
                  dtype="float32", device: jax.Device | None = None) -> tuple[jax.Array, jax.Array]:
     """The whole split as model inputs (N, *input_shape) and labels (N,), resident on ``device``."""
     spec = get_spec(spec)

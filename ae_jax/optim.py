@@ -9,7 +9,7 @@ from flax import nnx
 
 from ae_core.optim import OptimizerConfig
 
-from .convert import from_torch_layout, to_torch_layout
+from .weights import from_torch_layout, to_torch_layout
 
 
 def make_optimizer(config: OptimizerConfig, lr=None) -> optax.GradientTransformation:

@@ -34,11 +34,10 @@ from ae_core.noise import epoch_noise
 from ae_core.training import TrainConfig, check_loss
 
 from . import sharding
-from .convert import state_dict
-from .models import build
 from .numerics import jnp_dtype
 from .optim import make_optimizer, optimizer_state
-from .train import counted_jit, eval_loss, lower_counted, train_step
+from .train import counted_jit, eval_loss, lower_counted, place_data, split_for_training, train_step
+from .weights import state_dict
 
 BATCH_ORDERS = ("own", "shared")
 MODELS_AXIS = "models"
@@ -147,15 +146,9 @@ class SweepTrainer:
         self.mesh = None if devices is None else sharding.data_mesh(devices, axis=MODELS_AXIS)
         if self.mesh is not None:
             sharding.check_divisible(len(self.members), self.mesh, "a sweep of {} models")
-        models = [build(self.spec, dtype=config.dtype, seed=m.seed) for m in self.members]
-        for model in models:
-            model.eval()
-        self.eval_graphdef = nnx.graphdef(models[0])
-        for model in models:
-            model.train()
-        splits = [nnx.split(model, nnx.Param, ...) for model in models]
-        self.graphdef = splits[0][0]
-        params, rest = _stack([s[1] for s in splits]), _stack([s[2] for s in splits])
+        splits = [split_for_training(self.spec, config, m.seed) for m in self.members]
+        self.eval_graphdef, self.graphdef = splits[0][:2]
+        params, rest = _stack([s[2] for s in splits]), _stack([s[3] for s in splits])
         tx = make_optimizer(config.optimizer)
         opt_state = jax.vmap(tx.init)(params)
         self.lrs = np.array([m.lr for m in self.members], dtype=self.dtype)
@@ -165,9 +158,7 @@ class SweepTrainer:
             self._put_models = functools.partial(sharding.put, sharding=sharding.leading_split(self.mesh))
             self._put_shared = functools.partial(sharding.put, sharding=sharding.replicated(self.mesh))
         self.params, self.rest, self.opt_state, self.lrs = self._put_models((params, rest, opt_state, self.lrs))
-        cast = functools.partial(np.asarray, dtype=self.dtype)
-        self.x = self._put_shared(cast(x_train))
-        self.x_eval = None if x_eval is None else self._put_shared(cast(x_eval))
+        self.x, self.x_eval = place_data(self._put_shared, self.dtype, x_train, x_eval)
         self.n = len(self.x)
         self.step = 0
         self._host = None  # (step, host copy of the stacked state): see _on_host

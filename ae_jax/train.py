@@ -20,12 +20,12 @@ from ae_core import ModelSpec, epoch_batches, get_spec
 from ae_core.noise import epoch_noise
 from ae_core.training import TrainConfig, check_loss, check_training_state
 
-from .convert import expected_shapes, int_keys, load_state_dict, param_names, state_dict
+from . import sharding
 from .losses import LOSSES
 from .models import build
 from .numerics import jnp_dtype
-from . import sharding
 from .optim import load_optimizer_state, make_optimizer, optimizer_state
+from .weights import expected_shapes, int_keys, load_state_dict, param_names, state_dict, to_torch_layout
 
 
 # ---------------------------------------------------------------------------- pure functions ----
@@ -90,12 +90,14 @@ def _loss_and_grad(graphdef, params, rest, x, target, noise, *, loss):
 
 
 def loss_and_grad(model: nnx.Module, x: jax.Array, target: jax.Array | None = None,
-                  loss: str = "mse", noise=None) -> tuple[jax.Array, nnx.State]:
-    """The loss of one batch and the gradient w.r.t. every ``nnx.Param`` (jit-compiled), in the model's
-    current mode; the model itself is not changed (a train-mode BatchNorm's statistics update is
-    discarded: :class:`Trainer` keeps it)."""
+                  loss: str = "mse", noise=None) -> tuple[float, dict[str, np.ndarray]]:
+    """The loss of one batch and ``{parameter name: gradient}`` (canonical: numpy, torch layout; the same
+    as ``ae_torch.train.loss_and_grad`` returns), jit-compiled, in the model's current mode; the model
+    itself is not changed (a train-mode BatchNorm's statistics update is discarded: :class:`Trainer`
+    keeps it)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return _loss_and_grad(graphdef, params, rest, x, x if target is None else target, noise, loss=loss)
+    value, grads = _loss_and_grad(graphdef, params, rest, x, x if target is None else target, noise, loss=loss)
+    return float(value), to_torch_layout(model, grads)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -111,6 +113,22 @@ def encode_decode(model: nnx.Module, x: jax.Array, noise=None) -> tuple[jax.Arra
 
 
 # ---------------------------------------------------------------------------------- Trainer ----
+def split_for_training(spec: ModelSpec, config: TrainConfig, seed: int):
+    """Build ``spec`` from ``seed``'s initial weights and split it once, for a trainer: (eval-mode graphdef,
+    train-mode graphdef, params, rest = the other state, e.g. BatchNorm statistics)."""
+    model = build(spec, dtype=config.dtype, seed=seed)
+    model.eval()
+    eval_graphdef = nnx.graphdef(model)
+    model.train()
+    return (eval_graphdef, *nnx.split(model, nnx.Param, ...))
+
+
+def place_data(place, dtype, x_train, x_eval):
+    """The training and eval inputs cast to ``dtype`` and put on the device(s) by ``place``."""
+    cast = functools.partial(np.asarray, dtype=dtype)
+    return place(cast(x_train)), (None if x_eval is None else place(cast(x_eval)))
+
+
 def counted_jit(counts: dict, name: str, fn, **jit_kwargs):
     """``jax.jit(fn)`` that adds 1 to ``counts[name]`` each time JAX traces it for a call, i.e. each time a
     new program is compiled (a Python side effect runs only while tracing). Public, unlike
@@ -168,11 +186,7 @@ class Trainer:
         self.dtype = jnp_dtype(config.dtype)
         self.precision = precision
         self.tx = make_optimizer(config.optimizer) if tx is None else tx
-        model = build(self.spec, dtype=config.dtype, seed=config.seed)
-        model.eval()
-        self.eval_graphdef = nnx.graphdef(model)
-        model.train()
-        self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.eval_graphdef, self.graphdef, self.params, self.rest = split_for_training(self.spec, config, config.seed)
         self.opt_state = self.tx.init(self.params)
         if devices is not None and device is not None:
             raise ValueError("give either device (one device) or devices (data-parallel), not both")
@@ -185,14 +199,12 @@ class Trainer:
             self.params, self.rest, self.opt_state = self.place((self.params, self.rest, self.opt_state))
         else:
             self._place = functools.partial(jax.device_put, device=device)
-        cast = functools.partial(np.asarray, dtype=self.dtype)
-        self.x = self.place(cast(x_train))
-        self.x_eval = None if x_eval is None else self.place(cast(x_eval))
+        self.x, self.x_eval = place_data(self.place, self.dtype, x_train, x_eval)
         self.n = len(self.x)
         self.step = 0
         self._step_numbers = []
         epoch_batches(config.seed, 0, self.n, config.batch_size)  # validates batch_size against n
-        has_conv = any(l.kind in ("conv2d", "conv_transpose2d") for l in (*self.spec.encoder, *self.spec.decoder))
+        has_conv = self.spec.has("conv2d", "conv_transpose2d")
         platform = next(iter(self.x.devices())).platform
         self.mode = mode if mode != "auto" else ("step" if has_conv and platform == "cpu" else "scan")
         static = (self.graphdef, self.tx, config.loss)

@@ -1,14 +1,29 @@
-"""safetensors files for NNX models (mirrors ae_torch/weights.py); the layout rules live in convert.py."""
+"""Canonical state dicts and safetensors files for NNX models (mirrors ae_torch/weights.py).
+
+The canonical form is ``{torch name: numpy array in torch layout}``; which NNX variable is which torch
+parameter, and in which layout, is the rule table's business (``ae_jax/convert.py``). Every function
+takes ``rules`` for NNX classes of your own (``{cls: (ParamRule, ...)}``), consulted before the table.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Mapping, NamedTuple
+
 import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ae_core import check_dtype
 from ae_core import weights as core_weights
+from ae_core.weights import StateDictError, check_state_dict
 
-from .convert import load_state_dict, state_dict
+from .convert import Rules, bindings, expected_shapes, int_keys, param_names
+
+
+class LoadResult(NamedTuple):
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 def model_dtype(model: nnx.Module) -> str:
@@ -19,6 +34,64 @@ def model_dtype(model: nnx.Module) -> str:
     return check_dtype(dtypes.pop().name)
 
 
+def state_dict(model: nnx.Module, rules: Rules | None = None) -> dict[str, np.ndarray]:
+    """``{torch name: numpy array in torch layout}``: what ``torch_model.load_state_dict`` takes.
+
+    Counters come out as int64, torch's dtype for them."""
+    return {b.name: np.array(b.rule.to_torch(np.asarray(b.variable.get_value())),
+                             dtype=np.int64 if b.rule.integer else None) for b in bindings(model, rules)}
+
+
+def load_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], strict: bool = True,
+                    rules: Rules | None = None) -> LoadResult:
+    """Load a canonical state dict (torch tensors or numpy arrays) into ``model``, in place.
+
+    Validates everything first and raises one :class:`StateDictError` listing every problem (missing or
+    unexpected keys when ``strict``, wrong shapes, non-float dtypes), in which case the model is left
+    exactly as it was. Values are cast to the model's parameter dtype, as ``torch``'s ``copy_`` does.
+    Unlike ``torch.nn.Module.load_state_dict``, which copies the matching tensors before it reports
+    size mismatches, nothing is assigned unless everything fits.
+    """
+    binds = bindings(model, rules)
+    arrays = check_state_dict({b.name: b.torch_shape() for b in binds}, state_dict, strict=strict,
+                              int_keys={b.name for b in binds if b.rule.integer})
+    new_values = {}
+    for b in binds:
+        if b.name in arrays:
+            # jnp.array copies: jnp.asarray may alias the numpy buffer on CPU, and a torch tensor's .numpy()
+            # shares torch's memory -- a later in-place torch update (a BatchNorm's running statistics)
+            # would silently change the JAX model
+            new_values[b.name] = jnp.array(b.rule.from_torch(arrays[b.name]), dtype=b.variable.dtype, copy=True)
+    for b in binds:  # all converted: now assign (cannot fail half-way)
+        if b.name in new_values:
+            b.variable.set_value(new_values[b.name])
+    names = {b.name for b in binds}
+    return LoadResult(missing_keys=[n for n in names if n not in arrays],
+                      unexpected_keys=[k for k in state_dict if k not in names])
+
+
+def to_torch_layout(model: nnx.Module, tree: nnx.State, rules: Rules | None = None) -> dict[str, np.ndarray]:
+    """A state shaped like ``model``'s parameters (e.g. gradients) as a canonical dict of the parameters."""
+    shadow = nnx.clone(model)
+    nnx.update(shadow, tree)
+    params = set(param_names(shadow, rules))
+    return {k: v for k, v in state_dict(shadow, rules).items() if k in params}
+
+
+def from_torch_layout(model: nnx.Module, tensors: Mapping[str, Any], rules: Rules | None = None) -> nnx.State:
+    """A canonical dict (every parameter of ``model``) as an ``nnx.State`` shaped like the model's params.
+
+    The inverse of :func:`to_torch_layout`; used for optimizer state (Adam moments, momentum buffers)."""
+    params = set(param_names(model, rules))
+    problems = [f"missing key {n!r}" for n in sorted(params - set(tensors))]
+    problems += [f"unexpected key {k!r}" for k in tensors if k not in params]
+    if problems:
+        raise StateDictError(problems, "optimizer state")
+    shadow = nnx.clone(model)
+    load_state_dict(shadow, tensors, strict=False, rules=rules)
+    return nnx.state(shadow, nnx.Param)
+
+
 def save_weights(model, path) -> None:
     """Save a model's weights as safetensors in torch naming/layout (atomically), spec and dtype recorded."""
     core_weights.save_weights(path, state_dict(model), model.spec, model_dtype(model))
@@ -27,3 +100,7 @@ def save_weights(model, path) -> None:
 def load_weights(model, path) -> None:
     """Load a safetensors weights file written by either framework (or plain torch code)."""
     load_state_dict(model, core_weights.load_weights(path, model.spec, model_dtype(model)))
+
+
+__all__ = ["LoadResult", "StateDictError", "expected_shapes", "from_torch_layout", "int_keys", "load_state_dict",
+           "load_weights", "model_dtype", "param_names", "save_weights", "state_dict", "to_torch_layout"]

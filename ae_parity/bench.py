@@ -31,7 +31,7 @@ import numpy as np
 
 from ae_core import get_spec, mnist
 from ae_core.optim import OptimizerConfig
-from ae_core.spec import Linear
+from ae_core.layers import Linear
 from ae_core.training import TrainConfig
 
 from .runner import load_data

@@ -2,9 +2,10 @@
 
 :func:`compare` takes any torch module and any NNX module whose trees mirror each other (user-written,
 nested, not only presets), moves the torch weights across with the project's rule table
-(``ae_jax.convert.RULES``), runs both on one batch while capturing every layer's output (torch forward
-hooks; on the NNX side every submodule's ``__call__`` is wrapped for the duration of the run), and
-reports in execution order: shapes, max abs / relative difference, and the FIRST layer past the
+(``ae_jax.convert.RULES``, plus ``rules`` for the user's own NNX classes, passed down, never written into
+the table), runs both on one batch while capturing every layer's output (torch forward hooks; on the
+NNX side each submodule INSTANCE is given a recording subclass of its own class for the duration of
+the run -- no library class is patched), and reports in execution order: shapes, max abs / relative difference, and the FIRST layer past the
 tolerance with a hint from the known pitfalls (docs/porting.md). Then the buffers after the forward
 (BatchNorm running statistics), every parameter's gradient of an MSE loss, and one optimizer step.
 
@@ -14,7 +15,7 @@ above rounding (float64 1e-10, float32 1e-5) and far below any real porting bug 
 
 from __future__ import annotations
 
-import contextlib
+import contextvars
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
@@ -27,24 +28,16 @@ from .parity import diff, module_scales
 
 DEFAULT_TOL = {"float32": 1e-5, "float64": 1e-10}
 
-# torch module type -> what usually goes wrong there (numbers refer to docs/porting.md)
-HINTS = {
-    "Linear": "Linear: the Flax kernel is (in, out) = torch weight.T (pitfall 1)",
-    "Conv2d": "Conv2d: pass explicit padding ((p, p), (p, p)), never 'SAME' (asymmetric at stride 2), and the "
-              "kernel as weight.transpose(2, 3, 1, 0) (pitfall 2)",
-    "ConvTranspose2d": "ConvTranspose2d: check the kernel flip (transpose_kernel=True) and the padding "
-                       "(k - 1 - p, k - 1 - p + output_padding) (pitfall 4)",
-    "Flatten": "Flatten after convolutions: transpose NHWC -> NCHW before reshaping, or the next Linear's "
-               "weights meet the features in another order (pitfall 3)",
-    "Unflatten": "Unflatten: reshape to NCHW first, then transpose to NHWC (pitfall 3)",
-    "BatchNorm1d": "BatchNorm in training mode: Flax momentum = 1 - torch momentum, torch's running_var is the "
-                   "UNBIASED variance, eps; eval() <-> use_running_average=True (pitfall 5)",
-    "LayerNorm": "LayerNorm: epsilon differs, torch 1e-5 vs Flax 1e-6 (pitfall 6)",
-    "GELU": "GELU: torch's nn.GELU is the exact erf form; jax.nn.gelu defaults to approximate=True (pitfall 7)",
-    "LSTM": "LSTM: gate order i, f, g, o, and torch's TWO biases b_ih + b_hh (Flax cells have one) (pitfall 9)",
-    "Dropout": "Dropout: compare in eval mode, or give both sides the same masks (pitfall 14)",
-}
-HINTS["BatchNorm2d"] = HINTS["BatchNorm1d"]
+
+
+def hints() -> dict[str, str]:
+    """torch module type -> what usually goes wrong there (numbers refer to docs/porting.md): each layer
+    kind's hints from the registry (``ae_core.layers``), and those of torch layers that have no kind yet."""
+    from ae_core import LAYER_KINDS
+
+    out = {name: text for kind in LAYER_KINDS.values() for name, text in kind.hints.items()}
+    out.setdefault("LayerNorm", "LayerNorm: epsilon differs, torch 1e-5 vs Flax 1e-6 (pitfall 6)")
+    return out
 
 
 class PortMismatchError(ValueError):
@@ -71,6 +64,7 @@ class Entry:
     max_rel: float
     tol: float
     note: str = ""
+    hint: str = ""  # what to check if this is the first divergence (not part of the JSON report)
 
     @property
     def ok(self) -> bool:
@@ -121,25 +115,11 @@ class Report:
     def to_json(self) -> str:
         d = {"dtype": self.dtype, "mode": self.mode, "ok": self.ok, "notes": self.notes,
              "first_divergence": asdict(self.first) if self.first else None,
-             "entries": [{**asdict(e), "ok": e.ok} for e in self.entries]}
+             "entries": [{**{k: v for k, v in asdict(e).items() if k != "hint"}, "ok": e.ok} for e in self.entries]}
         return json.dumps(d, indent=1)
 
 
 # --------------------------------------------------------------------------------- weights ----
-@contextlib.contextmanager
-def extra_rules(rules: Mapping | None):
-    """Temporarily add conversion rules for user NNX layer classes to ``ae_jax.convert.RULES``."""
-    from ae_jax import convert
-
-    saved = dict(convert.RULES)
-    convert.RULES.update(rules or {})
-    try:
-        yield
-    finally:
-        convert.RULES.clear()
-        convert.RULES.update(saved)
-
-
 def _rename(name: str, names: Mapping[str, str] | None) -> str:
     for src, dst in (names or {}).items():  # prefix renames, torch -> flax side's canonical names
         if name == src or name.startswith(src + "."):
@@ -147,13 +127,15 @@ def _rename(name: str, names: Mapping[str, str] | None) -> str:
     return name
 
 
-def transfer(torch_model, flax_model, names: Mapping[str, str] | None = None) -> list[str]:
-    """Copy torch's state dict into the NNX model via the rule table; return notes. On any mismatch
-    raise :class:`PortMismatchError` listing the unmatched names on each side (nothing is loaded)."""
-    from ae_jax import convert
+def transfer(torch_model, flax_model, names: Mapping[str, str] | None = None, rules: Mapping | None = None) -> list[str]:
+    """Copy torch's state dict into the NNX model via the rule table (and ``rules`` for your own NNX
+    classes); return notes. On any mismatch raise :class:`PortMismatchError` listing the unmatched names
+    on each side (nothing is loaded)."""
+    from ae_jax.convert import bindings
+    from ae_jax.weights import load_state_dict
 
     torch_sd = {_rename(k, names): v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
-    binds = convert.bindings(flax_model)
+    binds = bindings(flax_model, rules)
     expected = {b.name: b.torch_shape() for b in binds}
     notes = []
     for k in list(torch_sd):  # Flax's own BatchNorm has no counter: not a porting error
@@ -166,7 +148,7 @@ def transfer(torch_model, flax_model, names: Mapping[str, str] | None = None) ->
              for k, v in torch_sd.items() if k in expected and tuple(v.shape) != tuple(expected[k])]
     if only_torch or only_flax or other:
         raise PortMismatchError(only_torch, only_flax, other)
-    convert.load_state_dict(flax_model, torch_sd, strict=True)
+    load_state_dict(flax_model, torch_sd, strict=True, rules=rules)
     return notes
 
 
@@ -179,7 +161,9 @@ def _first_array(out):
     return out
 
 
-def _torch_outputs(model, x) -> tuple[Any, list[tuple[str, str, np.ndarray]]]:
+def torch_outputs(model, x) -> tuple[Any, list[tuple[str, str, np.ndarray]]]:
+    """Run the torch model with a forward hook on every submodule: (output, [(name, type, first output
+    array)] in execution order)."""
     records = []
     hooks = []
     for name, module in model.named_modules():
@@ -200,45 +184,46 @@ def _torch_outputs(model, x) -> tuple[Any, list[tuple[str, str, np.ndarray]]]:
     return out, records
 
 
-def _flax_outputs(model, x) -> tuple[Any, dict[str, tuple[str, np.ndarray]]]:
-    """Run the NNX model eagerly with every submodule's ``__call__`` wrapped to record its output."""
-    from flax import nnx
+# The records of the capture in progress: {id(module): (torch name, records dict)}; None outside one.
+_CAPTURE: contextvars.ContextVar = contextvars.ContextVar("ae_parity_capture", default=None)
+_RECORDING: dict[type, type] = {}
 
-    from ae_jax.convert import _torch_path
 
-    paths = {id(m): ".".join(_torch_path(model, p)) for p, m in nnx.iter_modules(model) if p}
-    records: dict[str, tuple[str, np.ndarray]] = {}
-    active: set[int] = set()
-    patched = {}
-    for cls in {type(m) for _, m in nnx.iter_modules(model)}:
-        if "__call__" not in dir(cls):  # instances that cannot be called produce no outputs
-            continue
-        original = cls.__call__
-
-        def wrapper(self, *args, __original=original, **kwargs):
-            key = id(self)
-            if key in active or key not in paths:
-                return __original(self, *args, **kwargs)
-            active.add(key)
-            try:
-                out = __original(self, *args, **kwargs)
-            finally:
-                active.discard(key)
-            arr = _first_array(out)
-            if arr is not None:
-                records[paths[key]] = (type(self).__name__, np.asarray(arr))
+def _recording_class(cls: type) -> type:
+    """A subclass of ``cls`` whose ``__call__`` records its output while a capture is running. Only
+    instances are switched to it (and back); ``cls`` itself is never modified."""
+    if cls not in _RECORDING:
+        def __call__(self, *args, **kwargs):
+            out = cls.__call__(self, *args, **kwargs)
+            capture = _CAPTURE.get()
+            if capture is not None and id(self) in capture[0]:
+                arr = _first_array(out)
+                if arr is not None:
+                    capture[1][capture[0][id(self)]] = (cls.__name__, np.asarray(arr))
             return out
 
-        patched[cls] = vars(cls).get("__call__")
-        cls.__call__ = wrapper
+        _RECORDING[cls] = type(cls)(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
+                                                           "__qualname__": cls.__qualname__})
+    return _RECORDING[cls]
+
+
+def flax_outputs(model, x) -> tuple[Any, dict[str, tuple[str, np.ndarray]]]:
+    """Run the NNX model eagerly, recording every callable submodule's output: (output, {torch name:
+    (type, first output array)})."""
+    from ae_jax.convert import module_names
+
+    named = {name: m for name, m in module_names(model).items() if callable(m)}
+    records: dict[str, tuple[str, np.ndarray]] = {}
+    originals = {name: type(m) for name, m in named.items()}
+    token = _CAPTURE.set(({id(m): name for name, m in named.items()}, records))
     try:
+        for name, m in named.items():
+            object.__setattr__(m, "__class__", _recording_class(originals[name]))
         out = model(x)
     finally:
-        for cls, original in patched.items():
-            if original is None:
-                del cls.__call__
-            else:
-                cls.__call__ = original
+        for name, m in named.items():
+            object.__setattr__(m, "__class__", originals[name])
+        _CAPTURE.reset(token)
     return out, records
 
 
@@ -252,8 +237,163 @@ def _align(flax_value: np.ndarray, torch_shape: tuple[int, ...]) -> tuple[np.nda
 
 
 def _hint(types: list[str]) -> str:
-    hints = [HINTS[t] for t in dict.fromkeys(reversed(types)) if t in HINTS]
-    return " | ".join(hints) if hints else "no known pitfall for these layer types: check the layer's own code"
+    table = hints()
+    found = [table[t] for t in dict.fromkeys(reversed(types)) if t in table]
+    return " | ".join(found) if found else "no known pitfall for these layer types: check the layer's own code"
+
+
+# ---------------------------------------------------------------------------------------- stages ----
+@dataclass
+class Pair:
+    """The torch model (a float-cast copy) and the NNX model under comparison, and what every stage needs."""
+
+    torch_model: Any
+    flax_model: Any
+    x: np.ndarray  # the batch, torch layout
+    flax_x: Any  # the batch as the NNX model takes it
+    dtype: str
+    tol: float
+    names: Mapping[str, str] | None = None
+    rules: Mapping | None = None
+
+    def __post_init__(self) -> None:
+        from ae_jax.convert import module_names
+
+        self.torch_modules = dict(self.torch_model.named_modules())
+        self.flax_types = {name: type(m).__name__ for name, m in module_names(self.flax_model).items()}
+
+    def torch_type(self, module: str) -> str:
+        return type(self.torch_modules[module]).__name__ if module in self.torch_modules else "?"
+
+    def flax_type(self, name: str) -> str:
+        return self.flax_types.get(name.rsplit(".", 1)[0], "?")
+
+    def entry(self, stage, name, ttype, ftype, jv, tv, *, note="", scale=None, hint="") -> Entry:
+        aligned, layout = _align(np.asarray(jv), tuple(np.shape(tv)))
+        if layout == "shape differs":
+            return Entry(stage, name, ttype, ftype, tuple(np.shape(tv)), float("inf"), float("inf"), self.tol,
+                         f"flax shape {tuple(np.shape(jv))}", hint)
+        max_abs, max_rel = diff(aligned, tv, scale)
+        return Entry(stage, name, ttype, ftype, tuple(np.shape(tv)), max_abs, max_rel, self.tol,
+                     "; ".join(n for n in (note, layout and f"flax {layout}") if n), hint)
+
+
+def forward_stage(pair: Pair) -> tuple[list[Entry], list[str], tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Every layer output in torch's execution order, then the model output; notes on torch modules
+    that have no NNX module at the same path; the output shapes (torch, flax). An entry's hint names the
+    layer types since the last agreeing output."""
+    import torch
+
+    with torch.no_grad():
+        out_t, t_records = torch_outputs(pair.torch_model, torch.from_numpy(pair.x))
+    out_j, j_records = flax_outputs(pair.flax_model, pair.flax_x)
+    entries, since_ok = [], []
+    for name, ttype, tv in t_records:
+        since_ok.append(ttype)
+        if name not in j_records:
+            continue  # e.g. a parameter-free torch module that is a plain function on the flax side
+        ftype, jv = j_records[name]
+        entries.append(pair.entry("forward", name, ttype, ftype, jv, tv, hint=_hint(since_ok)))
+        if entries[-1].ok:
+            since_ok = []
+    notes = []
+    uncaptured = [name for name, _, _ in t_records if name not in j_records]
+    if uncaptured:
+        notes.append("torch modules with no flax module at the same path (not compared on their own): "
+                     + ", ".join(uncaptured))
+    out_t, out_j = _first_array(out_t).detach().numpy(), np.asarray(out_j)
+    entries.append(pair.entry("forward", "<output>", type(pair.torch_model).__name__, type(pair.flax_model).__name__,
+                              out_j, out_t, hint=_hint(since_ok)))
+    return entries, notes, (out_t.shape, out_j.shape)
+
+
+def buffer_stage(pair: Pair) -> list[Entry]:
+    """The buffers after the forward (train mode: running statistics were updated on both sides)."""
+    from ae_jax.weights import state_dict
+
+    flax_sd = state_dict(pair.flax_model, pair.rules)
+    entries = []
+    for name, buf in pair.torch_model.named_buffers():
+        name = _rename(name, pair.names)
+        if name in flax_sd:
+            ttype = pair.torch_type(name.rsplit(".", 1)[0])
+            entries.append(pair.entry("buffer", name, ttype, pair.flax_type(name), flax_sd[name], buf.numpy(),
+                                      hint=_hint([ttype])))
+    return entries
+
+
+def _mse_target(pair: Pair, target, out_shape) -> np.ndarray:
+    if target is None:
+        target = pair.x if out_shape == pair.x.shape else np.random.default_rng(0).uniform(size=out_shape)
+    return np.asarray(target, dtype=pair.dtype)
+
+
+def grad_stage(pair: Pair, out_shapes, target=None) -> tuple[list[Entry], dict[str, np.ndarray]]:
+    """Every parameter's gradient of MSE(output, target), relative to its module's largest gradient;
+    also the NNX gradients in canonical form (for :func:`step_stage`). ``out_shapes``: the (torch, flax)
+    output shapes from :func:`forward_stage`."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    from ae_jax.weights import to_torch_layout
+
+    tm, x = pair.torch_model, torch.from_numpy(pair.x)
+    out_shape, out_j_shape = out_shapes
+    target = _mse_target(pair, target, out_shape)
+    tm.zero_grad(set_to_none=True)
+    torch.nn.functional.mse_loss(_first_array(tm(x)), torch.from_numpy(target)).backward()
+    graphdef, params, rest = nnx.split(nnx.clone(pair.flax_model), nnx.Param, ...)
+    if out_j_shape != target.shape and target.ndim == 4 and target.transpose(0, 2, 3, 1).shape == out_j_shape:
+        ftarget = jnp.asarray(target.transpose(0, 2, 3, 1))  # the flax model answers channels-last
+    else:
+        ftarget = jnp.asarray(target)
+
+    def loss_fn(p, r):
+        out = _first_array(nnx.merge(graphdef, p, r, copy=True)(pair.flax_x))
+        return jnp.mean(jnp.square(out - ftarget))
+
+    grads_j = to_torch_layout(pair.flax_model, jax.grad(loss_fn)(params, rest), pair.rules)
+    scale = module_scales({tname: p.grad.numpy() for tname, p in tm.named_parameters()})
+    entries = []
+    for tname, p in tm.named_parameters():
+        name, module = _rename(tname, pair.names), tname.rsplit(".", 1)[0]
+        ttype = pair.torch_type(module)
+        entries.append(pair.entry("grad", name, ttype, pair.flax_type(name), grads_j[name], p.grad.numpy(),
+                                  scale=scale[module], hint=_hint([ttype])))
+    return entries, grads_j
+
+
+def step_stage(pair: Pair, start: dict[str, np.ndarray], grads_j: dict[str, np.ndarray],
+               optimizer: OptimizerConfig) -> list[Entry]:
+    """One optimizer step on the gradients of :func:`grad_stage`, from the transferred weights ``start``."""
+    import optax
+
+    from ae_jax.optim import make_optimizer as make_optax
+    from ae_jax.weights import from_torch_layout, to_torch_layout
+    from ae_torch.optim import make_optimizer as make_torch_opt
+
+    tm, fm, rules = pair.torch_model, pair.flax_model, pair.rules
+    make_torch_opt(tm, optimizer).step()
+    tx = make_optax(optimizer)
+    params = from_torch_layout(fm, {k: start[k] for k in grads_j}, rules)
+    updates, _ = tx.update(from_torch_layout(fm, grads_j, rules), tx.init(params), params)
+    stepped = to_torch_layout(fm, optax.apply_updates(params, updates), rules)
+    hint = (f"the gradients agree but the step does not: check the optimizer mapping ({optimizer.name}; "
+            f"pitfall 10)")
+    return [pair.entry("step", _rename(tname, pair.names), pair.torch_type(tname.rsplit(".", 1)[0]),
+                       pair.flax_type(_rename(tname, pair.names)), stepped[_rename(tname, pair.names)],
+                       p.detach().numpy(), hint=hint)
+            for tname, p in tm.named_parameters()]
+
+
+def first_divergence(entries: list[Entry]) -> Divergence | None:
+    """The first entry past its tolerance, with its hint."""
+    for e in entries:
+        if not e.ok:
+            return Divergence(e.stage, e.name, e.torch_type, e.max_rel, e.hint)
+    return None
 
 
 # --------------------------------------------------------------------------------------- compare ----
@@ -267,21 +407,16 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
     gradients (default: ``x`` when the output has its shape, else a fixed random array). ``mode``:
     "eval" or "train" (BatchNorm on batch statistics and running-statistic updates; dropout must then
     be absent or off). ``names``: torch-name prefix renames, ``rules``: conversion rules for your own
-    NNX layer classes (``{cls: (ParamRule, ...)}``, see ae_jax.convert). The torch model is not changed.
+    NNX layer classes (``{cls: (ParamRule, ...)}``, see ae_jax.convert), used for this comparison only.
+    The torch model is not changed. Runs at matmul precision "highest", TF32 off (``parity_numerics``).
     """
     import copy
 
-    import jax
     import jax.numpy as jnp
-    import optax
     import torch
-    from flax import nnx
-
-    from ae_jax import convert
-    from ae_jax.optim import make_optimizer as make_optax
-    from ae_torch.optim import make_optimizer as make_torch_opt
 
     from ae_jax.numerics import enable_x64
+    from ae_jax.weights import state_dict
 
     from .parity import parity_numerics
 
@@ -291,118 +426,17 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
         raise ValueError(f"dtype must be one of {sorted(DEFAULT_TOL)}, got {dtype!r}")
     if dtype == "float64":
         enable_x64()
-    tol = DEFAULT_TOL[dtype] if tol is None else tol
-    tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-    tm = copy.deepcopy(torch_model).to(tdtype).train(mode == "train")
+    tm = copy.deepcopy(torch_model).to({"float32": torch.float32, "float64": torch.float64}[dtype]).train(mode == "train")
     getattr(flax_model, mode)()
     x = np.asarray(x, dtype=dtype)
-    fx = jnp.asarray(flax_input(x) if flax_input else x)
-    with extra_rules(rules), parity_numerics("highest"):
-        notes = transfer(tm, flax_model, names)
-        p0 = convert.state_dict(flax_model)
-        flax_types = {".".join(convert._torch_path(flax_model, p)): type(m).__name__
-                      for p, m in nnx.iter_modules(flax_model) if p}
-        torch_modules = dict(tm.named_modules())
-
-        def torch_type(module: str) -> str:
-            return type(torch_modules[module]).__name__ if module in torch_modules else "?"
-        entries: list[Entry] = []
-        first: Divergence | None = None
-
-        def add(stage, name, ttype, ftype, jv, tv, note="", scale=None):
-            nonlocal first
-            aligned, layout = _align(np.asarray(jv), tuple(np.shape(tv)))
-            if layout == "shape differs":
-                e = Entry(stage, name, ttype, ftype, tuple(np.shape(tv)), float("inf"), float("inf"), tol,
-                          f"flax shape {tuple(np.shape(jv))}")
-            else:
-                max_abs, max_rel = diff(aligned, tv, scale)
-                e = Entry(stage, name, ttype, ftype, tuple(np.shape(tv)), max_abs, max_rel, tol,
-                          "; ".join(n for n in (note, layout and f"flax {layout}") if n))
-            entries.append(e)
-            return e
-
-        # 1. forward, layer by layer in torch's execution order
-        with torch.no_grad():
-            out_t, t_records = _torch_outputs(tm, torch.from_numpy(x))
-        out_j, j_records = _flax_outputs(flax_model, fx)
-        since_ok: list[str] = []
-        for name, ttype, tv in t_records:
-            since_ok.append(ttype)
-            if name not in j_records:
-                continue  # e.g. a parameter-free torch module that is a plain function on the flax side
-            ftype, jv = j_records[name]
-            e = add("forward", name, ttype, ftype, jv, tv)
-            if e.ok:
-                since_ok = []
-            elif first is None:
-                first = Divergence("forward", name, ttype, e.max_rel, _hint(since_ok))
-        uncaptured = [name for name, _, _ in t_records if name not in j_records]
-        if uncaptured:
-            notes.append("torch modules with no flax module at the same path (not compared on their own): "
-                         + ", ".join(uncaptured))
-        e = add("forward", "<output>", type(tm).__name__, type(flax_model).__name__, np.asarray(out_j),
-                _first_array(out_t).detach().numpy())
-        if not e.ok and first is None:
-            first = Divergence("forward", "<output>", type(tm).__name__, e.max_rel, _hint(since_ok))
-
-        # 2. buffers after the forward (train mode: running statistics were updated on both sides)
-        flax_sd = convert.state_dict(flax_model)
-        for name, buf in tm.named_buffers():
-            name = _rename(name, names)
-            if name in flax_sd:
-                module = name.rsplit(".", 1)[0]
-                ttype = torch_type(module)
-                e = add("buffer", name, ttype, flax_types.get(module, "?"), flax_sd[name], buf.numpy())
-                if not e.ok and first is None:
-                    first = Divergence("buffer", name, ttype, e.max_rel, _hint([ttype]))
-
-        # 3. gradients of MSE(output, target)
-        out_np = _first_array(out_t).detach().numpy()
-        if target is None:
-            target = x if out_np.shape == x.shape else np.random.default_rng(0).uniform(size=out_np.shape)
-        target = np.asarray(target, dtype=dtype)
-        tm.zero_grad(set_to_none=True)
-        torch.nn.functional.mse_loss(_first_array(tm(torch.from_numpy(x))), torch.from_numpy(target)).backward()
-        graphdef, params, rest = nnx.split(nnx.clone(flax_model), nnx.Param, ...)
-        out_j_shape = np.shape(np.asarray(out_j))
-        if out_j_shape != target.shape and target.ndim == 4 and target.transpose(0, 2, 3, 1).shape == out_j_shape:
-            ftarget = jnp.asarray(target.transpose(0, 2, 3, 1))  # the flax model answers channels-last
-        else:
-            ftarget = jnp.asarray(target)
-
-        def loss_fn(p, r):
-            out = _first_array(nnx.merge(graphdef, p, r, copy=True)(fx))
-            return jnp.mean(jnp.square(out - ftarget))
-
-        grads_state = jax.grad(loss_fn)(params, rest)
-        grads_j = convert.to_torch_layout(flax_model, grads_state)
-        scale = module_scales({tname: p.grad.numpy() for tname, p in tm.named_parameters()})
-        for tname, p in tm.named_parameters():
-            name = _rename(tname, names)
-            module = tname.rsplit(".", 1)[0]
-            ttype = torch_type(module)
-            e = add("grad", name, ttype, flax_types.get(name.rsplit(".", 1)[0], "?"), grads_j[name],
-                    p.grad.numpy(), scale=scale[module])
-            if not e.ok and first is None:
-                first = Divergence("grad", name, ttype, e.max_rel, _hint([ttype]))
-
-        # 4. one optimizer step on those gradients
-        optimizer = optimizer or OptimizerConfig("sgd", lr=0.1)
-        make_torch_opt(tm, optimizer).step()
-        tx = make_optax(optimizer)
-        start = convert.from_torch_layout(flax_model, {k: p0[k] for k in grads_j})
-        grads_state = convert.from_torch_layout(flax_model, grads_j)
-        updates, _ = tx.update(grads_state, tx.init(start), start)
-        stepped_sd = convert.to_torch_layout(flax_model, optax.apply_updates(start, updates))
-        for tname, p in tm.named_parameters():
-            name = _rename(tname, names)
-            ttype = torch_type(tname.rsplit(".", 1)[0])
-            e = add("step", name, ttype, flax_types.get(name.rsplit(".", 1)[0], "?"), stepped_sd[name],
-                    p.detach().numpy())
-            if not e.ok and first is None:
-                first = Divergence("step", name, ttype, e.max_rel,
-                                   f"the gradients agree but the step does not: check the optimizer mapping "
-                                   f"({optimizer.name}; pitfall 10)")
-    return Report(dtype, mode, entries, first, notes)
-
+    pair = Pair(tm, flax_model, x, jnp.asarray(flax_input(x) if flax_input else x), dtype,
+                DEFAULT_TOL[dtype] if tol is None else tol, names, rules)
+    with parity_numerics("highest"):
+        notes = transfer(tm, flax_model, names, rules)
+        start = state_dict(flax_model, rules)
+        forward, forward_notes, out_shapes = forward_stage(pair)
+        buffers = buffer_stage(pair)
+        grads, grads_j = grad_stage(pair, out_shapes, target)
+        steps = step_stage(pair, start, grads_j, optimizer or OptimizerConfig("sgd", lr=0.1))
+    entries = forward + buffers + grads + steps
+    return Report(dtype, mode, entries, first_divergence(entries), notes + forward_notes)

@@ -119,8 +119,8 @@ def _forward_rows(spec, dtype: str, x: np.ndarray, seed: int, loss: str | None) 
 
     import ae_jax
     import ae_torch
-    from ae_core.noise import batch_noise
     from ae_core import get_spec
+    from ae_core.noise import batch_noise
     from ae_core.training import check_loss, default_loss
     from ae_jax.losses import vae_terms as jax_vae_terms
     from ae_jax.train import encode_decode
@@ -155,13 +155,12 @@ def _forward_rows(spec, dtype: str, x: np.ndarray, seed: int, loss: str | None) 
         terms_j = jax_vae_terms(jm, xj, xj, noise_j)
         rows += [make_row(f"loss vae {k}", "loss", float(terms_j[k]), float(terms_t[k]), dtype) for k in terms_t]
     loss_t, grads_t = torch_loss_and_grad(tm, xt, loss=loss, noise=noise_t)
-    loss_j, grads_j = jax_loss_and_grad(jm, xj, loss=loss, noise=noise_j)
-    rows.append(make_row(f"loss ({loss})", "loss", float(loss_j), loss_t, dtype))
-    grads_j = ae_jax.to_torch_layout(jm, grads_j)
+    loss_j, grads_j = jax_loss_and_grad(jm, xj, loss=loss, noise=noise_j)  # both canonical numpy dicts
+    rows.append(make_row(f"loss ({loss})", "loss", loss_j, loss_t, dtype))
     if set(grads_j) != set(grads_t):
         raise AssertionError(f"gradient names differ: {sorted(set(grads_j) ^ set(grads_t))}")
-    scales = module_scales({name: g.numpy() for name, g in grads_t.items()})
-    rows += [make_row(f"grad {name}", "grad", grads_j[name], g.numpy(), dtype, scales[name.rsplit(".", 1)[0]])
+    scales = module_scales(grads_t)
+    rows += [make_row(f"grad {name}", "grad", grads_j[name], g, dtype, scales[name.rsplit(".", 1)[0]])
              for name, g in grads_t.items()]
     return rows
 
@@ -222,11 +221,11 @@ def _step_rows(spec, dtype: str, x: np.ndarray, optimizer, seed: int, loss: str 
         trainer.train_epoch(0)  # one batch = one step
         after[framework] = trainer.model_state()
     rows = []
-    scales = module_scales({name: g.numpy() for name, g in grads.items()})
+    scales = module_scales(grads)
     for name, w in after["torch"].items():
         row = make_row(f"step {name}", "step", after["jax"][name], w, dtype)
         if optimizer.name in ("adam", "adamw") and name in grads:
-            bound = adam_first_step_bound(grads[name].numpy().astype(np.float64), optimizer.lr, optimizer.eps,
+            bound = adam_first_step_bound(grads[name].astype(np.float64), optimizer.lr, optimizer.eps,
                                           TOLERANCES[dtype]["grad"][1], row.tol, scales[name.rsplit(".", 1)[0]])
             diff_ = np.abs(after["jax"][name].astype(np.float64) - w.astype(np.float64))
             row = Row(row.quantity, row.group, row.shape, row.max_abs, row.max_rel, "abs*", row.tol,

@@ -1,7 +1,11 @@
-"""ae_torch: the reference PyTorch side of ae-parity (imports without jax)."""
+"""ae_torch: the reference PyTorch side of ae-parity (imports without jax).
 
-from .models import TORCH_DTYPES, Autoencoder, build, model_dtype
-from .weights import load_state_dict, load_weights, save_weights, state_dict
+Mirrors ``ae_jax`` module for module: layers, models, weights, data, losses, optim, train, numerics.
+"""
+
+from .models import Autoencoder, build
+from .numerics import TORCH_DTYPES, tf32, torch_dtype
+from .weights import load_state_dict, load_weights, model_dtype, save_weights, state_dict
 
 __all__ = ["Autoencoder", "TORCH_DTYPES", "build", "load_state_dict", "load_weights", "model_dtype",
-           "save_weights", "state_dict"]
+           "save_weights", "state_dict", "tf32", "torch_dtype"]

@@ -8,7 +8,7 @@ import torchvision
 from ae_core import ModelSpec, check_dtype, get_spec, model_inputs
 from ae_core import mnist as core_mnist
 
-from .models import TORCH_DTYPES
+from .numerics import torch_dtype
 
 
 def mnist_dataset(split: str = "train", source: str = "auto", data_dir=None,
@@ -25,12 +25,12 @@ def mnist_dataset(split: str = "train", source: str = "auto", data_dir=None,
                                       transform=transform)
 
 
-def mnist_tensors(spec: str | ModelSpec, split: str = "train", source: str = "auto", data_dir=None,
+def mnist_inputs(spec: str | ModelSpec, split: str = "train", source: str = "auto", data_dir=None,
                   dtype="float32", device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole split as model inputs (N, *input_shape) and labels (N,), read through torchvision."""
     spec = get_spec(spec)
     ds = mnist_dataset(split, source, data_dir)
     x = model_inputs(spec, ds.data.numpy(), check_dtype(dtype))
-    return (torch.from_numpy(x).to(device=device, dtype=TORCH_DTYPES[check_dtype(dtype)]),
+    return (torch.from_numpy(x).to(device=device, dtype=torch_dtype(dtype)),
             ds.targets.to(device=device))
 

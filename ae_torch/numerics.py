@@ -1,4 +1,5 @@
-"""Explicit numerics on the torch side (mirrors ae_jax/numerics.py): TF32 switched per block, never left on.
+"""Explicit numerics on the torch side (mirrors ae_jax/numerics.py): dtypes, and TF32 switched per block,
+never left on.
 
 ``torch.backends.cuda.matmul.allow_tf32`` (False by default) and ``torch.backends.cudnn.allow_tf32``
 (True by default: convolutions on recent GPUs use TF32) are process-wide flags; :func:`tf32` sets both
@@ -10,6 +11,15 @@ from __future__ import annotations
 import contextlib
 
 import torch
+
+from ae_core import check_dtype
+
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def torch_dtype(dtype) -> torch.dtype:
+    """The torch dtype for "float32"/"float64" (or anything ``ae_core.check_dtype`` accepts)."""
+    return TORCH_DTYPES[check_dtype(dtype)]
 
 
 @contextlib.contextmanager

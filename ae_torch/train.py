@@ -15,20 +15,22 @@ from ae_core.noise import epoch_noise
 from ae_core.training import TrainConfig, check_loss, check_training_state
 
 from .losses import LOSSES
-from .models import TORCH_DTYPES, build
+from .models import build
+from .numerics import torch_dtype
 from .optim import load_optimizer_state, make_optimizer, optimizer_state
-from .weights import load_state_dict, state_dict
+from .weights import expected_shapes, int_keys, load_state_dict, param_names, state_dict
 
 
 def loss_and_grad(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None = None,
-                  loss: str = "mse", noise=None) -> tuple[float, dict[str, torch.Tensor]]:
-    """The loss of one batch and ``{parameter name: gradient}``; the model's .grad fields are left clear.
+                  loss: str = "mse", noise=None) -> tuple[float, dict[str, np.ndarray]]:
+    """The loss of one batch and ``{parameter name: gradient}`` (canonical: numpy, torch layout; the same
+    as ``ae_jax.train.loss_and_grad`` returns); the model's .grad fields are left clear.
 
     Runs in the model's current mode (a train-mode BatchNorm updates its running statistics)."""
     model.zero_grad(set_to_none=True)
     value = LOSSES[loss](model, x, x if target is None else target, noise)
     value.backward()
-    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+    grads = {name: p.grad.detach().cpu().numpy().copy() for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     return value.item(), grads
 
@@ -62,7 +64,7 @@ class Trainer:
         check_loss(self.spec, config.loss)
         if (x_train is None) == (dataset is None):
             raise ValueError("give exactly one of x_train (tensor-resident data) and dataset (DataLoader path)")
-        dtype = TORCH_DTYPES[config.dtype]
+        dtype = torch_dtype(config.dtype)
         self.device = device
         self.model = build(self.spec, dtype=config.dtype, seed=config.seed, device=device)
         self.opt = make_optimizer(self.model, config.optimizer, impl)
@@ -86,17 +88,25 @@ class Trainer:
         self.opt.step()
         return loss.detach()
 
+    process_index = 0  # one process (the JAX trainer's multi-host runs have more)
+
+    def epoch_inputs(self, epoch: int):
+        """ae_core's batch indices (steps, batch) and noise (steps, batch, ...) of ``epoch``, on the host."""
+        c = self.config
+        idx = epoch_batches(c.seed, epoch, self.n, c.batch_size)
+        return idx, epoch_noise(self.spec, c.seed, epoch, len(idx), c.batch_size, c.dtype)
+
     def train_epoch(self, epoch: int) -> np.ndarray:
         """One epoch on ae_core's batch order for ``epoch``; the per-step losses (float64 numpy)."""
         self.model.train()
         losses = []
         c = self.config
-        batches = torch.from_numpy(epoch_batches(c.seed, epoch, self.n, c.batch_size))
-        noise = {k: torch.from_numpy(v).to(self.device) for k, v in
-                 epoch_noise(self.spec, c.seed, epoch, len(batches), c.batch_size, c.dtype).items()}
+        idx, noise = self.epoch_inputs(epoch)
+        batches = torch.from_numpy(idx)
+        noise = {k: torch.from_numpy(v).to(self.device) for k, v in noise.items()}
         if self.x is None:
             self.sampler.epoch = epoch
-            dtype = TORCH_DTYPES[c.dtype]
+            dtype = torch_dtype(c.dtype)
             for step, (xb, _) in enumerate(self.loader):
                 xb = xb.reshape(len(xb), *self.spec.input_shape).to(dtype=dtype, device=self.device)
                 losses.append(self._step(xb, {k: v[step] for k, v in noise.items()}))
@@ -123,11 +133,8 @@ class Trainer:
 
     def load_state(self, model: dict, optim: dict, step: int) -> None:
         """Resume from canonical state (written by either framework); validates before changing anything."""
-        current = self.model.state_dict()
-        shapes = {k: tuple(v.shape) for k, v in current.items()}
-        ints = {k for k, v in current.items() if not v.is_floating_point()}
-        params = [name for name, _ in self.model.named_parameters()]
-        check_training_state(shapes, params, self.config.optimizer, model, optim, step, ints)
+        check_training_state(expected_shapes(self.model), param_names(self.model), self.config.optimizer, model, optim,
+                             step, int_keys(self.model))
         load_state_dict(self.model, model)
         load_optimizer_state(self.opt, self.model, self.config.optimizer, optim, step)
         self.step = step

@@ -43,8 +43,8 @@ def test_torchvision_and_numpy_reader_give_identical_pixels_and_labels(data_dir,
 
 
 def test_model_inputs_agree_between_frameworks(data_dir):
-    from ae_jax.data import mnist_arrays
-    from ae_torch.data import mnist_tensors
+    from ae_jax.data import mnist_inputs as mnist_arrays
+    from ae_torch.data import mnist_inputs as mnist_tensors
 
     for preset in ("mlp9", "vec64"):
         xt, yt = mnist_tensors(preset, "test", "sample", data_dir, dtype="float64")

@@ -19,10 +19,10 @@ import ae_torch
 from ae_core import StateDictError, epoch_batches, get_spec, model_inputs
 from ae_core.noise import batch_noise, epoch_noise
 from ae_core.optim import OptimizerConfig
-from ae_core.spec import BatchNorm1d, GaussianHead, Linear, ModelSpec, SpecError, TiedLinear
+from ae_core import BatchNorm1d, GaussianHead, Linear, ModelSpec, SpecError, TiedLinear
 from ae_core.training import TrainConfig
-from ae_jax.models import LSTM as JaxLSTM
-from ae_jax.models import BatchNorm as JaxBatchNorm
+from ae_jax.layers import LSTM as JaxLSTM
+from ae_jax.layers import BatchNorm as JaxBatchNorm
 from ae_parity.parity import step_parity
 from ae_parity.runner import Data, make_trainer
 
@@ -102,8 +102,8 @@ def test_dropout_with_a_supplied_mask_is_torch_dropout(train):
     torch.manual_seed(3)
     reference = torch.nn.Dropout(p)(x)  # torch's own dropout ...
     mask = (reference != 0).double().numpy() * (x.numpy() != 0) + (x.numpy() == 0)  # ... its mask
-    td = ae_torch.models.Dropout(p)
-    jd = ae_jax.models.Dropout(p)
+    td = ae_torch.layers.Dropout(p)
+    jd = ae_jax.layers.Dropout(p)
     got_t = td(x, torch.from_numpy(mask)).numpy()
     got_j = np.asarray(jd(jnp.asarray(x.numpy()), jnp.asarray(mask)))
     np.testing.assert_array_equal(got_t, reference.numpy())
@@ -163,15 +163,14 @@ def test_tied_weights_are_one_parameter_whose_gradient_sums_both_uses(train):
     h = F.relu(F.linear(F.relu(F.linear(x, w0, tm.encoder[0].bias)), w2, tm.encoder[2].bias))
     out = torch.sigmoid(F.linear(F.relu(F.linear(h, w2_dec.t(), tm.decoder[0].bias)), w0_dec.t(), tm.decoder[2].bias))
     F.mse_loss(out, x).backward()
-    np.testing.assert_allclose(grads["encoder.0.weight"].numpy(), (w0.grad + w0_dec.grad).numpy(), rtol=1e-12)
-    np.testing.assert_allclose(grads["encoder.2.weight"].numpy(), (w2.grad + w2_dec.grad).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(grads["encoder.0.weight"], (w0.grad + w0_dec.grad).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(grads["encoder.2.weight"], (w2.grad + w2_dec.grad).numpy(), rtol=1e-12)
     assert np.abs(w0_dec.grad.numpy()).max() > 1e-3 * np.abs(w0.grad.numpy()).max()  # both uses matter
     # JAX: the same single parameter, the same summed gradient
     jm = ae_jax.build(spec, dtype="float64", seed=0)
-    _, gj = ae_jax.train.loss_and_grad(jm, jnp.asarray(x.numpy()))
-    gj = ae_jax.to_torch_layout(jm, gj)
+    _, gj = ae_jax.train.loss_and_grad(jm, jnp.asarray(x.numpy()))  # canonical, like torch's
     assert sorted(gj) == sorted(grads)
-    np.testing.assert_allclose(gj["encoder.0.weight"], grads["encoder.0.weight"].numpy(), rtol=1e-10,
+    np.testing.assert_allclose(gj["encoder.0.weight"], grads["encoder.0.weight"], rtol=1e-10,
                                atol=1e-14)
 
 

@@ -26,7 +26,7 @@ def test_distribution_matches_torch_default_linear_init(fan_in, fan_out):
     """torch's own nn.Linear init is the reference: same bound, same uniform spread."""
     torch.manual_seed(0)
     ref = np.concatenate([torch.nn.Linear(fan_in, fan_out).weight.detach().numpy().ravel() for _ in range(40)])
-    from ae_core.spec import Linear, ModelSpec
+    from ae_core import Linear, ModelSpec
 
     spec = ModelSpec("probe", encoder=(Linear(784, fan_out),) if fan_in == 784 else (Linear(784, 18), Linear(18, 9)),
                      decoder=(Linear(fan_out, 784),))

@@ -17,7 +17,7 @@ import torch
 from flax import nnx
 from torch import nn
 
-from ae_jax import models as M
+from ae_jax import layers as M
 from ae_jax.convert import RULES, ParamRule
 from ae_parity.compare import PortMismatchError, compare
 
@@ -258,8 +258,8 @@ def test_porting_guide_excerpts_match_the_source():
 
     root = pathlib.Path(__file__).resolve().parent.parent
     guide = (root / "docs" / "porting.md").read_text()
-    sources = {i: (root / f).read_text() for i, f in enumerate(("ae_torch/models.py", "ae_jax/models.py"))}
-    rules = (root / "ae_jax" / "convert.py").read_text()
+    sources = {i: (root / f).read_text() for i, f in enumerate(("ae_torch/layers.py", "ae_jax/layers.py"))}
+    rules = (root / "ae_jax" / "convert.py").read_text() + (root / "ae_jax" / "layers.py").read_text()
     table = guide.split("## The layers side by side")[1]
     rows = [line.split("|")[1:4] for line in table.splitlines() if line.startswith("| `")]
     assert len(rows) >= 7

@@ -10,7 +10,7 @@ import pytest
 from ae_core import get_spec, model_inputs
 from ae_core.optim import OptimizerConfig
 from ae_core.training import TrainConfig, default_loss, load_checkpoint
-from ae_jax.convert import state_dict
+from ae_jax.weights import state_dict
 from ae_jax.models import build
 from ae_jax.sweep import Member, SweepTrainer, grid, parse_seeds
 from ae_jax.train import Trainer

@@ -216,7 +216,7 @@ def test_loading_torch_tensors_copies_them():
     import ae_jax
 
     bn = torch.nn.BatchNorm1d(3).double()
-    jm = ae_jax.models.BatchNorm(3, dtype=ae_jax.jnp_dtype("float64"))
+    jm = ae_jax.layers.BatchNorm(3, dtype=ae_jax.jnp_dtype("float64"))
     ae_jax.load_state_dict(jm, bn.state_dict())
     bn(torch.randn(8, 3, dtype=torch.float64))  # updates running_mean / num_batches_tracked in place
     sd = ae_jax.state_dict(jm)
