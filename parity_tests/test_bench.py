@@ -96,6 +96,40 @@ def test_a_report_without_kind_reads_as_side_by_side_and_unknown_kinds_fail():
         BenchReport("torch", "mlp9", 1, {})
 
 
+def test_the_jax_worker_computes_at_highest_and_leaves_the_process_precision_alone(data_dir, monkeypatch):
+    # the worker runs here, in this process, under a process-wide "default" (conftest sets "highest"): its
+    # GEMM-only epoch and matmul rate must still run at "highest" (a context), and "default" must survive it
+    import multiprocessing as mp
+
+    import jax
+
+    from ae_parity.bench import side_by_side
+    from ae_parity.bench.common import bench_config
+
+    seen = []
+    for name in ("gemm_only_ms", "measured_matmul_gflops"):
+        fn = getattr(side_by_side, name)
+        monkeypatch.setattr(side_by_side, name, lambda *a, fn=fn, **k: seen.append(
+            jax.config.jax_default_matmul_precision) or fn(*a, **k))
+    parent, child = mp.Pipe()
+    parent.send(("epoch", "ae_jax scan epoch", 0))
+    parent.send(("stop",))
+    before = jax.config.jax_default_matmul_precision
+    jax.config.update("jax_default_matmul_precision", "default")
+    try:
+        side_by_side._worker(child, "jax", "mlp9", bench_config(1, 32), "sample", data_dir, 64, False)
+        after = jax.config.jax_default_matmul_precision
+    finally:
+        jax.config.update("jax_default_matmul_precision", before)
+    kind, info = parent.recv()
+    assert kind == "ready", info
+    assert info["variants"] == ["ae_jax jit step", "ae_jax scan epoch"] and info["n_train"] == 64
+    assert info["compile_s"] > 0 and info["gemm_only_ms"] > 0 and info["matmul_gflops"] > 0
+    kind, seconds = parent.recv()
+    assert kind == "time" and seconds > 0
+    assert seen == ["highest", "highest"] and after == "default"
+
+
 def test_bench_command_writes_json_and_prints_markdown(data_dir, tmp_path, capsys):
     from ae_parity.cli import main
 

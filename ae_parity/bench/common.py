@@ -33,7 +33,8 @@ def matmul_flops_per_example(spec) -> int:
 
 
 def measured_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """float32 GFLOP/s of a large square matmul under XLA (the machine's practical peak)."""
+    """float32 GFLOP/s of a large square matmul under XLA (the machine's practical peak), at the matmul
+    precision of the caller's context."""
     import jax
     import jax.numpy as jnp
 

@@ -17,10 +17,13 @@ median epoch is reported, after one warm-up epoch (which includes JAX compilatio
 measured separately, ahead of time (``lower().compile()``).
 The FLOP floor is the model's matmul FLOPs per epoch divided by the machine's measured float32 matmul
 rate (large square matmuls), i.e. the time the epoch would take if every GEMM ran at peak.
+The JAX worker computes everything at matmul precision "highest" (a context, not a process-wide
+setting): the trainers, the GEMM-only epoch and the measured matmul rate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import asdict, dataclass
@@ -50,6 +53,15 @@ TORCH_VARIANTS = ("tutorial DataLoader", "ae_torch eager (single)", "ae_torch ea
 JAX_VARIANTS = ("ae_jax jit step", "ae_jax scan epoch")
 
 
+def _numerics(framework: str):
+    """The JAX worker's matmul precision, "highest", as a context (the torch worker never imports JAX)."""
+    if framework != "jax":
+        return contextlib.nullcontext()
+    from ae_jax.numerics import matmul_precision
+
+    return matmul_precision("highest")
+
+
 def _make_variants(framework: str, preset: str, config: TrainConfig, source: str, data_dir, limit, include_loader):
     spec = get_spec(preset)
     data = load_data(spec, source, data_dir, "float32", limit=limit)
@@ -70,11 +82,8 @@ def _make_variants(framework: str, preset: str, config: TrainConfig, source: str
         for impl in ("single", "foreach", "fused"):
             variants[f"ae_torch eager ({impl})"] = (Trainer(spec, config, data.x_train, impl=impl), {})
     else:
-        import jax
-
         from ae_jax.train import Trainer
 
-        jax.config.update("jax_default_matmul_precision", "highest")
         variants["ae_jax jit step"] = (Trainer(spec, config, data.x_train), {"mode": "step"})
         variants["ae_jax scan epoch"] = (Trainer(spec, config, data.x_train), {"mode": "scan"})
     return spec, data, variants
@@ -99,17 +108,18 @@ def _worker_info(framework: str, spec, config: TrainConfig, data, variants) -> d
 def _worker(conn, framework: str, preset: str, config: TrainConfig, source: str, data_dir, limit, include_loader):
     """A framework's variants in their own process; answers ("epoch", name, k) with seconds."""
     try:
-        spec, data, variants = _make_variants(framework, preset, config, source, data_dir, limit, include_loader)
-        conn.send(("ready", _worker_info(framework, spec, config, data, variants)))
-        while True:
-            msg = conn.recv()
-            if msg[0] == "stop":
-                return
-            _, name, epoch = msg
-            trainer, kwargs = variants[name]
-            t = time.perf_counter()
-            trainer.train_epoch(epoch, **kwargs)
-            conn.send(("time", time.perf_counter() - t))
+        with _numerics(framework):
+            spec, data, variants = _make_variants(framework, preset, config, source, data_dir, limit, include_loader)
+            conn.send(("ready", _worker_info(framework, spec, config, data, variants)))
+            while True:
+                msg = conn.recv()
+                if msg[0] == "stop":
+                    return
+                _, name, epoch = msg
+                trainer, kwargs = variants[name]
+                t = time.perf_counter()
+                trainer.train_epoch(epoch, **kwargs)
+                conn.send(("time", time.perf_counter() - t))
     except Exception as e:  # report, don't hang the parent
         conn.send(("error", f"{framework} worker: {type(e).__name__}: {e}"))
 
