@@ -96,6 +96,11 @@ def test_a_report_without_kind_reads_as_side_by_side_and_unknown_kinds_fail():
         BenchReport("torch", "mlp9", 1, {})
 
 
+def test_gemm_only_is_none_for_convolutions():
+    assert gemm_only_ms(get_spec("conv"), 32, 2) is None
+    assert gemm_only_ms(get_spec("mlp9"), 8, 2, repeats=1) > 0
+
+
 def test_the_jax_worker_computes_at_highest_and_leaves_the_process_precision_alone(data_dir, monkeypatch):
     # the worker runs here, in this process, under a process-wide "default" (conftest sets "highest"): its
     # GEMM-only epoch and matmul rate must still run at "highest" (a context), and "default" must survive it

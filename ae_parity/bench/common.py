@@ -53,7 +53,7 @@ def gemm_only_ms(spec, batch_size: int, steps: int, repeats: int = 5) -> float |
     """Time of an epoch that does nothing but the model's matmuls at their real shapes (forward, weight
     gradient, input gradient), as one compiled scan -- what XLA's GEMMs alone cost on this machine.
     None for models with convolutions (their GEMMs are not plain matmuls)."""
-    if any(layer.kind in ("conv2d", "conv_transpose2d") for layer in (*spec.encoder, *spec.decoder)):
+    if spec.has("conv2d", "conv_transpose2d"):
         return None
     import jax
     import jax.numpy as jnp
