@@ -399,24 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sweep":
             return _sweep(args)
         if args.command == "bench":
-            from .bench import markdown, markdown_jax, run_bench, run_jax_bench, run_sweep_bench, save
+            from .bench import command as bench_command
 
-            common = dict(source=args.data, data_dir=args.data_dir, limit=args.limit)
-            if args.sweep:
-                report = run_sweep_bench(args.preset, args.sweep, args.batch_sizes, args.epochs, size=args.size,
-                                         **common)
-            elif args.jax_only:
-                report = run_jax_bench(args.preset, args.batch_sizes, args.epochs, size=args.size, **common)
-            elif args.size is not None:
-                raise ValueError("--size is for --jax-only and --sweep (the side-by-side bench reads the files)")
-            else:
-                report = run_bench(args.preset, args.batch_sizes, args.epochs, include_loader=not args.no_loader,
-                                   **common)
-            if args.json:
-                save(report, args.json)
-            if args.markdown:
-                print("\n" + (markdown(report) if "kind" not in report else markdown_jax(report)))
-            return 0
+            return bench_command(args)
         if args.command == "diagnose":
             return _diagnose(args)
         args.optimizer_config = optimizer_config(args)

@@ -5,8 +5,10 @@ import pytest
 from ae_core import get_spec
 import numpy as np
 
-from ae_parity.bench import (markdown, markdown_jax, matmul_flops_per_example, run_bench, run_jax_bench,
-                             run_sweep_bench, sized)
+import json
+
+from ae_parity.bench import (BenchReport, gemm_only_ms, matmul_flops_per_example, measured_matmul_gflops, run_bench,
+                             run_jax_bench, run_sweep_bench, sized)
 
 
 def test_flop_count_of_mlp9_by_hand():
@@ -17,7 +19,8 @@ def test_flop_count_of_mlp9_by_hand():
 
 def test_bench_small_run_reports_every_variant(data_dir):
     report = run_bench("mlp9", [64], epochs=1, source="sample", data_dir=data_dir, limit=512, log=lambda m: None)
-    (entry,) = report["batches"]
+    assert isinstance(report, BenchReport) and report.kind == "side_by_side"
+    (entry,) = report.batches
     names = [r["variant"] for r in entry["results"]]
     assert names == ["tutorial DataLoader", "ae_torch eager (single)", "ae_torch eager (foreach)",
                      "ae_torch eager (fused)", "ae_jax jit step", "ae_jax scan epoch"]
@@ -26,9 +29,10 @@ def test_bench_small_run_reports_every_variant(data_dir):
     assert best["vs_torch_eager"] == pytest.approx(1.0)
     scan = entry["results"][-1]
     assert scan["compile_s"] > 0 and entry["floor_ms"] > 0 and entry["gemm_only_ms"] > 0
-    assert report["machine"]["matmul_gflops"] > 1
-    table = markdown(report)
+    assert report.machine["matmul_gflops"] > 1 and report.n_train == 512 and report.data == "sample"
+    table = report.markdown()
     assert "| ae_jax scan epoch |" in table and "FLOP floor" in table
+    assert "ae_jax scan epoch" in report.text() and "x faster than the tutorial loop" in report.text()
 
 
 def test_sized_repeats_the_digits():
@@ -41,7 +45,7 @@ def test_sized_repeats_the_digits():
 def test_sweep_and_jax_only_benches_report_their_tables(data_dir):
     quiet = dict(source="sample", data_dir=data_dir, log=lambda m: None)
     report = run_sweep_bench("mlp9", models=2, batch_sizes=[32], epochs=1, limit=128, run_epochs=10, **quiet)
-    (entry,) = report["batches"]
+    (entry,) = report.batches
     rows = {r["variant"]: r for r in entry["results"]}
     assert list(rows) == ["2 sequential runs", "sweep (own batch orders)", "sweep (shared batch order)"]
     seq = rows["2 sequential runs"]
@@ -49,11 +53,99 @@ def test_sweep_and_jax_only_benches_report_their_tables(data_dir):
     for r in rows.values():  # model-samples/s = 2 models x 4 steps x 32 over the epoch time
         assert r["model_samples_per_s"] == pytest.approx(2 * 4 * 32 / (r["ms_per_epoch_all_models"] / 1e3))
     assert entry["solo_compile_s"] > 0 and entry["sweep_compile_s"] > 0 and entry["max_speedup"] > 0
-    assert "| 32 | sweep (own batch orders) |" in markdown_jax(report)
+    assert "| 32 | sweep (own batch orders) |" in report.markdown()
 
     report = run_jax_bench("mlp9", batch_sizes=[32], epochs=1, limit=64, size=96, **quiet)
-    (entry,) = report["batches"]
-    assert report["n_train"] == 96 and entry["steps"] == 3 and entry["compile_s"] > 0
+    (entry,) = report.batches
+    assert report.n_train == 96 and entry["steps"] == 3 and entry["compile_s"] > 0
     assert [r["variant"] for r in entry["results"]] == ["scan epoch (highest)", "scan epoch (default)",
                                                        "jit step (highest)"]
-    assert "| 32 | scan epoch (default) |" in markdown_jax(report)
+    assert "| 32 | scan epoch (default) |" in report.markdown()
+
+
+def test_the_three_modes_give_one_report_type(data_dir, tmp_path):
+    quiet = dict(source="sample", data_dir=data_dir, log=lambda m: None)
+    reports = {"side_by_side": run_bench("mlp9", [64], epochs=1, limit=256, include_loader=False, **quiet),
+               "jax": run_jax_bench("mlp9", batch_sizes=[32], epochs=1, limit=64, **quiet),
+               "sweep": run_sweep_bench("mlp9", models=2, batch_sizes=[32], epochs=1, limit=64, run_epochs=2, **quiet)}
+    headers = {"side_by_side": "| variant | ms/epoch | samples/s | vs best ae_torch eager | compile |",
+               "jax": "| batch | variant | ms/epoch | samples/s | compile (scan, AOT) |",
+               "sweep": "| batch | variant | ms/epoch (2 models) | model-samples/s | vs sequential | "
+                        "end to end, 2 epochs (compile included) |"}
+    for kind, report in reports.items():
+        assert type(report) is BenchReport and report.kind == kind and report.preset == "mlp9"
+        assert report.data == "sample" and report.epochs_timed == 1 and len(report.batches) == 1
+        assert headers[kind] in report.markdown().splitlines()
+        assert report.text().strip().startswith(f"batch {report.batches[0]['batch_size']} (")
+        path = tmp_path / f"{kind}.json"
+        report.save(path)
+        saved = json.loads(path.read_text())
+        assert saved["kind"] == kind and saved == json.loads(json.dumps(report.to_dict()))
+        assert BenchReport.from_dict(saved).markdown() == report.markdown()
+    assert "scan_vs_tutorial" not in reports["side_by_side"].batches[0]  # --no-loader
+    assert set(reports["side_by_side"].to_dict()) == {"kind", "preset", "epochs_timed", "batches", "machine", "data",
+                                                      "n_train", "versions"}
+    assert set(reports["sweep"].to_dict()) == {"kind", "preset", "models", "n_train", "data", "epochs_timed",
+                                               "run_epochs", "machine", "batches"}
+    assert set(reports["jax"].to_dict()) == {"kind", "preset", "n_train", "data", "epochs_timed", "machine", "batches"}
+
+
+def test_a_report_without_kind_reads_as_side_by_side_and_unknown_kinds_fail():
+    assert BenchReport.from_dict({"preset": "mlp9", "epochs_timed": 1, "machine": {}}).kind == "side_by_side"
+    with pytest.raises(ValueError, match="unknown bench report kind"):
+        BenchReport("torch", "mlp9", 1, {})
+
+
+def test_gemm_only_is_none_for_convolutions():
+    assert gemm_only_ms(get_spec("conv"), 32, 2) is None
+    assert gemm_only_ms(get_spec("mlp9"), 8, 2, repeats=1) > 0
+
+
+def test_the_jax_worker_computes_at_highest_and_leaves_the_process_precision_alone(data_dir, monkeypatch):
+    # the worker runs here, in this process, under a process-wide "default" (conftest sets "highest"): its
+    # GEMM-only epoch and matmul rate must still run at "highest" (a context), and "default" must survive it
+    import multiprocessing as mp
+
+    import jax
+
+    from ae_parity.bench import side_by_side
+    from ae_parity.bench.common import bench_config
+
+    seen = []
+    for name in ("gemm_only_ms", "measured_matmul_gflops"):
+        fn = getattr(side_by_side, name)
+        monkeypatch.setattr(side_by_side, name, lambda *a, fn=fn, **k: seen.append(
+            jax.config.jax_default_matmul_precision) or fn(*a, **k))
+    parent, child = mp.Pipe()
+    parent.send(("epoch", "ae_jax scan epoch", 0))
+    parent.send(("stop",))
+    before = jax.config.jax_default_matmul_precision
+    jax.config.update("jax_default_matmul_precision", "default")
+    try:
+        side_by_side._worker(child, "jax", "mlp9", bench_config(1, 32), "sample", data_dir, 64, False)
+        after = jax.config.jax_default_matmul_precision
+    finally:
+        jax.config.update("jax_default_matmul_precision", before)
+    kind, info = parent.recv()
+    assert kind == "ready", info
+    assert info["variants"] == ["ae_jax jit step", "ae_jax scan epoch"] and info["n_train"] == 64
+    assert info["compile_s"] > 0 and info["gemm_only_ms"] > 0 and info["matmul_gflops"] > 0
+    kind, seconds = parent.recv()
+    assert kind == "time" and seconds > 0
+    assert seen == ["highest", "highest"] and after == "default"
+
+
+def test_bench_command_writes_json_and_prints_markdown(data_dir, tmp_path, capsys):
+    from ae_parity.cli import main
+
+    common = ["bench", "--preset", "mlp9", "--batch-sizes", "32", "--epochs", "1", "--limit", "64",
+              "--data", "sample", "--data-dir", str(data_dir)]
+    assert main(common + ["--size", "96"]) == 2  # --size without --jax-only / --sweep
+    assert "--size is for --jax-only and --sweep" in capsys.readouterr().err
+    path = tmp_path / "bench.json"
+    assert main(common + ["--jax-only", "--json", str(path), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| batch | variant | ms/epoch | samples/s | compile (scan, AOT) |" in out
+    assert "batch 32 (2 steps/epoch, 64 examples): scan epoch (highest)" in out
+    saved = json.loads(path.read_text())
+    assert saved["kind"] == "jax" and saved["n_train"] == 64 and len(saved["batches"]) == 1
