@@ -122,7 +122,7 @@ def test_the_jax_worker_computes_at_highest_and_leaves_the_process_precision_alo
     before = jax.config.jax_default_matmul_precision
     jax.config.update("jax_default_matmul_precision", "default")
     try:
-        side_by_side._worker(child, "jax", "mlp9", bench_config(1, 32), "sample", data_dir, 64, False)
+        side_by_side.worker(child, "jax", "mlp9", bench_config(1, 32), "sample", data_dir, 64, False)
         after = jax.config.jax_default_matmul_precision
     finally:
         jax.config.update("jax_default_matmul_precision", before)

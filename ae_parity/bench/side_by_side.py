@@ -105,7 +105,7 @@ def _worker_info(framework: str, spec, config: TrainConfig, data, variants) -> d
     return info
 
 
-def _worker(conn, framework: str, preset: str, config: TrainConfig, source: str, data_dir, limit, include_loader):
+def worker(conn, framework: str, preset: str, config: TrainConfig, source: str, data_dir, limit, include_loader):
     """A framework's variants in their own process; answers ("epoch", name, k) with seconds."""
     try:
         with _numerics(framework):
@@ -132,7 +132,7 @@ class _Workers:
         self.conns, self.procs, self.info = {}, [], {}
         for framework in ("torch", "jax"):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, framework, preset, config, source, data_dir, limit,
+            proc = ctx.Process(target=worker, args=(child, framework, preset, config, source, data_dir, limit,
                                                      include_loader), daemon=True)
             proc.start()
             self.conns[framework], self.procs = parent, self.procs + [proc]
