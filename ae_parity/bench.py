@@ -462,3 +462,21 @@ def markdown_jax(report: dict) -> str:
                    f"{e['solo_compile_s']:.2f} s, sweep {e['sweep_compile_s']:.2f} s | floor {e['flop_floor_ms']:.1f} ms"
                    f" | at most {e['max_speedup']:.2f}x possible | |")
     return "\n".join(out)
+
+
+def command(args) -> int:
+    """``ae-parity bench`` (temporary: the bench package's own ``command`` replaces this one)."""
+    common = dict(source=args.data, data_dir=args.data_dir, limit=args.limit)
+    if args.sweep:
+        report = run_sweep_bench(args.preset, args.sweep, args.batch_sizes, args.epochs, size=args.size, **common)
+    elif args.jax_only:
+        report = run_jax_bench(args.preset, args.batch_sizes, args.epochs, size=args.size, **common)
+    elif args.size is not None:
+        raise ValueError("--size is for --jax-only and --sweep (the side-by-side bench reads the files)")
+    else:
+        report = run_bench(args.preset, args.batch_sizes, args.epochs, include_loader=not args.no_loader, **common)
+    if args.json:
+        save(report, args.json)
+    if args.markdown:
+        print("\n" + (markdown(report) if "kind" not in report else markdown_jax(report)))
+    return 0
