@@ -1,7 +1,8 @@
 """``ae-parity``: the command line.
 
 Bad arguments print a clear message and exit with code 2; data/checkpoint problems and non-finite
-losses exit with 1.
+losses exit with 1. This module parses the arguments and dispatches (``HANDLERS``); the commands
+themselves are in ``ae_parity.commands``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import sys
 
 from ae_core import DEFAULT_PRESET, DTYPES, PRESETS
 from ae_core.mnist import SOURCES
-from ae_core.optim import OPTIMIZERS, OptimizerConfig
+from ae_core.optim import OPTIMIZERS
 from ae_core.training import LOSSES
+
+from . import commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,19 +86,6 @@ def _scale_args(p):
                    help="multi-host with everything read from the cluster (Cloud TPU, Slurm, Open MPI, Kubernetes)")
 
 
-def _start_distributed(args) -> bool:
-    """jax.distributed from the flags (before any JAX computation); whether this is a multi-host run."""
-    multihost = args.distributed or any(v is not None for v in (args.coordinator, args.num_processes,
-                                                               args.process_id))
-    if not multihost:
-        return False
-    if getattr(args, "framework", "jax") != "jax":
-        raise ValueError("multi-host training is JAX's (--framework jax)")
-    from ae_jax.sharding import initialize
-
-    return initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
-
-
 def _float_list(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -144,10 +134,7 @@ def _model_args(p, *, resumable: bool = False, sweep: bool = False):
     p.add_argument("--dtype", choices=DTYPES, default=d("float32"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ae-parity", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="train a preset in both frameworks from the same start; table and pictures")
     _model_args(demo)
     demo.add_argument("--epochs", type=_positive(int), default=10)
@@ -156,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="where checkpoints, metrics and pictures go")
     _data_args(demo)
 
+
+def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train one framework; checkpoint, metrics.json, TensorBoard scalars")
     train.add_argument("--framework", choices=("jax", "torch"), default="jax")
     _model_args(train, resumable=True)
@@ -173,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     _scale_args(train)
     _data_args(train)
 
+
+def _add_sweep(sub) -> None:
     sweep = sub.add_parser("sweep", help="train every (seed, lr) combination at once in JAX (vmap); per-model "
                                          "runs and a summary")
     _model_args(sweep, sweep=True)
@@ -183,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", default="runs/sweep", help="sweep directory: one run directory per model + summary.json")
     _data_args(sweep)
 
+
+def _add_bench(sub) -> None:
     bench = sub.add_parser("bench", help="training speed side by side: tutorial loop, torch eager, jax step, jax scan")
     bench.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
     bench.add_argument("--batch-sizes", type=_int_list, default=[32, 256], help="comma-separated (default 32,256)")
@@ -202,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "with --jax-only or --sweep")
     _data_args(bench)
 
+
+def _add_parity(sub) -> None:
     par = sub.add_parser("parity", help="forward / loss / gradient / optimizer-step parity table")
     _model_args(par)
     par.add_argument("--precision", choices=("highest", "default"), default="highest",
@@ -209,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "TF32, to see what it costs)")
     _data_args(par)
 
+
+def _add_diagnose(sub) -> None:
     diag = sub.add_parser("diagnose", help="where does a Flax port diverge from its torch original? layer by layer")
     diag.add_argument("--torch", required=True, metavar="FILE.py:Class", help="the torch nn.Module class")
     diag.add_argument("--flax", required=True, metavar="FILE.py:Class",
@@ -227,154 +224,25 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--tol", type=_positive(float), default=None, help="relative tolerance (default 1e-10 / 1e-5)")
     diag.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
     _data_args(diag)
+
+
+# command name -> its handler (ae_parity.commands: args -> exit code)
+HANDLERS = {
+    "demo": commands.demo,
+    "train": commands.train,
+    "sweep": commands.sweep,
+    "bench": commands.bench,
+    "parity": commands.parity,
+    "diagnose": commands.diagnose,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ae-parity", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_demo, _add_train, _add_sweep, _add_bench, _add_parity, _add_diagnose):  # the --help order
+        add(sub)
     return parser
-
-
-def _load_class(ref: str):
-    """``path/to/file.py:ClassName`` -> the class."""
-    import importlib.util
-    from pathlib import Path
-
-    path, sep, name = ref.rpartition(":")
-    if not sep or not path.endswith(".py") or not name:
-        raise ValueError(f"{ref!r}: expected FILE.py:ClassName")
-    if not Path(path).is_file():
-        raise ValueError(f"{ref!r}: no file {path}")
-    spec = importlib.util.spec_from_file_location(f"_ae_parity_user_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, name):
-        raise ValueError(f"{ref!r}: {path} defines no {name}")
-    return getattr(module, name)
-
-
-def _diagnose(args) -> int:
-    import inspect
-
-    import numpy as np
-    from flax import nnx
-
-    from ae_core.weights import load_safetensors
-
-    from .compare import compare
-
-    if args.dtype == "float64":  # before the flax model is built, or its float64 parameters become float32
-        from ae_jax.numerics import enable_x64
-
-        enable_x64()
-    torch_cls, flax_cls = _load_class(args.torch), _load_class(args.flax)
-    tm = torch_cls()
-    if args.weights:
-        import torch
-
-        from ae_torch.weights import load_state_dict
-
-        tensors, _ = load_safetensors(args.weights)
-        load_state_dict(tm, {k: torch.from_numpy(v) for k, v in tensors.items()})
-    takes_rngs = "rngs" in inspect.signature(flax_cls.__init__).parameters
-    fm = flax_cls(rngs=nnx.Rngs(0)) if takes_rngs else flax_cls()
-    shape = args.input_shape or ",".join(map(str, getattr(torch_cls, "input_shape", (784,))))
-    try:
-        shape = tuple(int(d) for d in str(shape).split(","))
-    except ValueError:
-        raise ValueError(f"--input-shape {shape!r}: expected comma-separated ints") from None
-    n = args.batch_size
-    if args.batch == "mnist":
-        from ae_core import mnist
-        from ae_core.inputs import pixels
-
-        images = mnist.load("train", args.data, args.data_dir).images[:n]
-        x = pixels(images, "float64")
-        if x[0].size != int(np.prod(shape)):
-            raise ValueError(f"--batch mnist gives 784 values per example, not the input shape {shape}")
-        x = x.reshape(n, *shape)
-    else:
-        x = np.random.default_rng(0).standard_normal((n, *shape))
-    flax_input = (lambda a: a.transpose(0, 2, 3, 1)) if args.flax_layout == "nhwc" and x.ndim == 4 else None
-    report = compare(tm, fm, x, dtype=args.dtype, mode=args.mode, tol=args.tol, flax_input=flax_input)
-    print(report.to_json() if args.json else report.table())
-    return 0 if report.ok else 1
-
-
-def optimizer_config(args, base: OptimizerConfig | None = None) -> OptimizerConfig:
-    """From the arguments given (None = not given: OptimizerConfig's defaults, or ``base``'s on resume)."""
-    fields = {"name": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
-              "momentum": args.momentum, "nesterov": args.nesterov}
-    given = {k: v for k, v in fields.items() if v is not None}
-    return OptimizerConfig(**{**(vars(base) if base is not None else {}), **given})
-
-
-def _train(args) -> int:
-    from ae_core import get_spec
-    from ae_core.training import CHECKPOINT_FORMAT, TrainConfig, default_loss, load_checkpoint
-
-    from .runner import CHECKPOINT, load_data, train_run
-
-    if args.resume:
-        from pathlib import Path
-
-        ckpt = load_checkpoint(Path(args.resume) / CHECKPOINT)
-        saved = ckpt.config
-        conflicts = []
-        for name, value, was in (("preset", args.preset, ckpt.spec.name), ("dtype", args.dtype, saved.dtype),
-                                 ("batch-size", args.batch_size, saved.batch_size), ("seed", args.seed, saved.seed),
-                                 ("loss", args.loss, saved.loss)):
-            if value is not None and value != was:
-                conflicts.append(f"--{name} {value} (the run has {was})")
-        opt = optimizer_config(args, saved.optimizer)
-        if opt != saved.optimizer:
-            conflicts.append(f"optimizer {opt.to_json()} (the run has {saved.optimizer.to_json()})")
-        if conflicts:
-            raise ValueError(f"--resume {args.resume}: checkpoint ({CHECKPOINT_FORMAT}) conflicts with "
-                             + "; ".join(conflicts))
-        spec = ckpt.spec
-        config = TrainConfig(epochs=args.epochs or saved.epochs, batch_size=saved.batch_size, optimizer=saved.optimizer,
-                             loss=saved.loss, seed=saved.seed, dtype=saved.dtype)
-        out = args.resume
-    else:
-        spec = get_spec(args.preset or DEFAULT_PRESET)
-        config = TrainConfig(epochs=args.epochs or 10, batch_size=args.batch_size or 32,
-                             optimizer=optimizer_config(args),
-                             loss=args.loss or default_loss(spec), seed=0 if args.seed is None else args.seed,
-                             dtype=args.dtype or "float32")
-        out = args.out
-    multihost = _start_distributed(args)
-    if args.framework == "torch" and args.devices is not None:
-        raise ValueError("--devices is for --framework jax (torch trains on one device here)")
-    data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
-    kwargs = {"impl": args.torch_impl} if args.framework == "torch" else {
-        "mode": args.jax_mode, "devices": args.devices or ("all" if multihost else None)}
-    metrics = train_run(args.framework, spec, config, out, data=data, resume=bool(args.resume),
-                        progress=not args.no_progress, trainer_kwargs=kwargs, log=lambda m: print(m, file=sys.stderr))
-    last = metrics["epochs"][-1]
-    print(f"{args.framework} {spec.name}: {last['epoch']} epochs, train loss {last['train_loss']:.6f}, "
-          f"eval loss {last['eval_loss']:.6f}")
-    if metrics.get("written", True):
-        print(f"wrote {out}/checkpoint.safetensors, {out}/metrics.json, {out}/tensorboard/")
-    else:
-        print(f"process {metrics['process']}: nothing written (process 0 writes the run directory)")
-    return 0
-
-
-def _sweep(args) -> int:
-    from ae_core import get_spec
-    from ae_core.training import TrainConfig, default_loss
-    from ae_jax.sweep import grid
-
-    from .runner import load_data
-    from .sweep import format_summary, sweep_run
-
-    spec = get_spec(args.preset)
-    members = grid(args.seeds, args.lr)
-    opt = optimizer_config(argparse.Namespace(**{**vars(args), "lr": args.lr[0]}))
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
-                         loss=args.loss or default_loss(spec), seed=args.data_seed, dtype=args.dtype)
-    data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
-    summary = sweep_run(spec, config, members, args.out, data=data, batch_order=args.batch_order,
-                        devices=args.devices, log=lambda m: print(m, file=sys.stderr))
-    print(format_summary(summary))
-    print(f"wrote {args.out}/summary.json and one run directory per model")
-    return 0 if summary["best"] is not None else 1
 
 
 def _jax_errors() -> tuple[type[Exception], ...]:
@@ -394,25 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reported = (MnistFileError, MnistUnavailableError, CheckpointError, StateDictError, NonFiniteLossError)
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "bench":
-            from .bench import command as bench_command
-
-            return bench_command(args)
-        if args.command == "diagnose":
-            return _diagnose(args)
-        args.optimizer_config = optimizer_config(args)
-        if args.command == "demo":
-            from .demo import run_demo
-
-            return run_demo(args)
-        if args.command == "parity":
-            from .demo import run_parity
-
-            return run_parity(args)
+        return HANDLERS[args.command](args)
     except (*reported, *_jax_errors()) as e:  # evaluated when an exception is matched, after the command ran
         print(f"ae-parity: error: {e}", file=sys.stderr)
         return 1
@@ -422,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # arguments that parse but cannot work together
         print(f"ae-parity {args.command}: error: {e}", file=sys.stderr)
         return 2
-    raise AssertionError(args.command)
 
 
 if __name__ == "__main__":

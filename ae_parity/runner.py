@@ -8,7 +8,6 @@ one because batch order is a function of (seed, epoch) and the whole state is in
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -18,11 +17,9 @@ import numpy as np
 
 from ae_core import ModelSpec, get_spec, model_inputs
 from ae_core import mnist
-from ae_core.files import atomic_write
-from ae_core.training import Checkpoint, TrainConfig, load_checkpoint, save_checkpoint
+from ae_core.training import Checkpoint, TrainConfig
 
-CHECKPOINT = "checkpoint.safetensors"
-METRICS = "metrics.json"
+from .rundir import CHECKPOINT, METRICS, RunDir  # noqa: F401 (CHECKPOINT, METRICS: re-exported)
 FRAMEWORKS = ("jax", "torch")
 
 
@@ -116,22 +113,8 @@ def train_run(framework: str, spec: str | ModelSpec, config: TrainConfig, out_di
     ``config.epochs`` epochs.
     """
     spec = get_spec(spec)
-    out = Path(out_dir)
-    ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
-    ckpt = None
-    metrics = {"framework": framework, "preset": spec.name, "spec": json.loads(spec.to_json()),
-               "config": json.loads(config.to_json()), "data": data.source, "epochs": []}
-    if resume:
-        ckpt = load_checkpoint(ckpt_path, spec=spec, dtype=config.dtype)
-        if ckpt.config.optimizer != config.optimizer or (ckpt.config.batch_size, ckpt.config.seed, ckpt.config.loss) != (
-                config.batch_size, config.seed, config.loss):
-            raise ValueError(f"{ckpt_path}: the run was trained with {ckpt.config.to_json()}; resuming needs the "
-                             f"same optimizer, batch size, seed and loss")
-        if ckpt.epoch >= config.epochs:
-            raise ValueError(f"{ckpt_path} already holds {ckpt.epoch} epochs; ask for more than that to resume")
-        if metrics_path.exists():
-            metrics["epochs"] = [e for e in json.loads(metrics_path.read_text())["epochs"] if e["epoch"] <= ckpt.epoch]
-        log(f"resuming {ckpt.framework} checkpoint {ckpt_path} (epoch {ckpt.epoch}, step {ckpt.step}) in {framework}")
+    run = RunDir(out_dir, framework, spec, config, data.source)
+    ckpt = _resume(run, log) if resume else None
     trainer = make_trainer(framework, spec, config, data, **(trainer_kwargs or {}))
     if ckpt is not None:
         trainer.load_state(ckpt.model, ckpt.optim, ckpt.step)
@@ -139,10 +122,10 @@ def train_run(framework: str, spec: str | ModelSpec, config: TrainConfig, out_di
     process = getattr(trainer, "process_index", 0)
     writes = process == 0
     if writes:
-        out.mkdir(parents=True, exist_ok=True)
+        run.path.mkdir(parents=True, exist_ok=True)
     else:
-        metrics.update(written=False, process=process)
-    writer = ScalarWriter(out / "tensorboard") if writes else None
+        run.metrics.update(written=False, process=process)
+    writer = ScalarWriter(run.path / "tensorboard") if writes else None
     bar = Progress(progress and writes)
     try:
         for epoch in range(ckpt.epoch if ckpt else 0, config.epochs):
@@ -153,22 +136,30 @@ def train_run(framework: str, spec: str | ModelSpec, config: TrainConfig, out_di
             if bad.size:
                 step = int(bad[0])
                 raise NonFiniteLossError(epoch, step, trainer.step - len(losses) + step, float(losses[step]),
-                                         ckpt_path if ckpt_path.exists() else None)
-            eval_loss = trainer.evaluate()
-            record = {"epoch": epoch + 1, "steps": len(losses), "train_loss": float(losses.mean()),
-                      "eval_loss": eval_loss, "time_s": seconds,
-                      "samples_per_s": len(losses) * config.batch_size / seconds,
-                      "step_losses": losses.tolist()}
-            metrics["epochs"].append(record)
+                                         run.checkpoint if run.checkpoint.exists() else None)
+            record = run.add_epoch(epoch + 1, losses, trainer.evaluate(), seconds)
             if not writes:
                 continue
-            save_checkpoint(ckpt_path, Checkpoint(spec, config, epoch + 1, trainer.step, trainer.model_state(),
-                                                  trainer.optimizer_state(), framework))
-            atomic_write(metrics_path, json.dumps(metrics, indent=1).encode())
+            run.write(epoch + 1, trainer.step, trainer.model_state(), trainer.optimizer_state())
             for tag in ("train_loss", "eval_loss", "samples_per_s"):
                 writer.add_scalar(f"{framework}/{tag}", record[tag], epoch + 1)
             bar.epoch(framework, epoch, config.epochs, len(losses), losses, seconds, config.batch_size)
     finally:
         if writer is not None:
             writer.close()
-    return metrics
+    return run.metrics
+
+
+def _resume(run: RunDir, log) -> Checkpoint:
+    """The run's checkpoint, checked against the run's config; the run keeps its earlier epoch records."""
+    ckpt, config = run.load_checkpoint(), run.config
+    if ckpt.config.optimizer != config.optimizer or (ckpt.config.batch_size, ckpt.config.seed, ckpt.config.loss) != (
+            config.batch_size, config.seed, config.loss):
+        raise ValueError(f"{run.checkpoint}: the run was trained with {ckpt.config.to_json()}; resuming needs the "
+                         f"same optimizer, batch size, seed and loss")
+    if ckpt.epoch >= config.epochs:
+        raise ValueError(f"{run.checkpoint} already holds {ckpt.epoch} epochs; ask for more than that to resume")
+    run.keep_epochs(ckpt.epoch)
+    log(f"resuming {ckpt.framework} checkpoint {run.checkpoint} (epoch {ckpt.epoch}, step {ckpt.step}) "
+        f"in {run.framework}")
+    return ckpt

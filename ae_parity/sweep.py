@@ -19,9 +19,10 @@ import numpy as np
 
 from ae_core import ModelSpec, get_spec
 from ae_core.files import atomic_write
-from ae_core.training import Checkpoint, TrainConfig, save_checkpoint
+from ae_core.training import TrainConfig
 
-from .runner import CHECKPOINT, METRICS, Data
+from .rundir import RunDir
+from .runner import Data
 
 SUMMARY = "summary.json"
 
@@ -36,15 +37,10 @@ def sweep_run(spec: str | ModelSpec, config: TrainConfig, members, out_dir, *, d
     trainer = SweepTrainer(spec, config, members, data.x_train, data.x_eval, batch_order=batch_order,
                            devices=devices)
     members = trainer.members
-    runs = []
-    for i, m in enumerate(members):
-        mc = trainer.member_config(i)
-        runs.append({"name": m.name, "dir": out / m.name, "config": mc, "status": "ok", "diverged_at": None,
-                     "metrics": {"framework": "jax", "preset": spec.name, "spec": json.loads(spec.to_json()),
-                                 "config": json.loads(mc.to_json()), "data": data.source,
-                                 "sweep": {"init_seed": m.seed, "lr": m.lr, "batch_order": batch_order,
-                                           "models": len(members)},
-                                 "epochs": []}})
+    runs = [{"name": m.name, "run": RunDir(out / m.name, "jax", spec, trainer.member_config(i), data.source,
+                                           sweep={"init_seed": m.seed, "lr": m.lr, "batch_order": batch_order,
+                                                  "models": len(members)}),
+             "status": "ok", "diverged_at": None} for i, m in enumerate(members)]
     out.mkdir(parents=True, exist_ok=True)
     epoch_times = []
     for epoch in range(config.epochs):
@@ -63,16 +59,9 @@ def sweep_run(spec: str | ModelSpec, config: TrainConfig, members, out_dir, *, d
                 log(f"{run['name']}: non-finite loss in epoch {epoch + 1}, step {step + 1}; "
                     + ("its last good checkpoint is kept" if epoch else "no checkpoint"))
                 continue
-            record = {"epoch": epoch + 1, "steps": len(losses), "train_loss": float(losses[:, i].mean()),
-                      "eval_loss": float(evals[i]), "time_s": seconds,
-                      "samples_per_s": len(losses) * config.batch_size / seconds,
-                      "step_losses": losses[:, i].tolist()}
-            run["metrics"]["epochs"].append(record)
-            run["dir"].mkdir(exist_ok=True)  # on the first good epoch: a model diverged in epoch 1 gets no folder
-            save_checkpoint(run["dir"] / CHECKPOINT, Checkpoint(spec, run["config"], epoch + 1, trainer.step,
-                                                                trainer.model_state(i), trainer.optimizer_state(i),
-                                                                "jax"))
-            atomic_write(run["dir"] / METRICS, json.dumps(run["metrics"], indent=1).encode())
+            run["run"].add_epoch(epoch + 1, losses[:, i], evals[i], seconds)
+            # the folder appears with the first good epoch: a model diverged in epoch 1 gets none
+            run["run"].write(epoch + 1, trainer.step, trainer.model_state(i), trainer.optimizer_state(i))
         finite = evals[np.isfinite(evals)]
         log(f"epoch {epoch + 1}/{config.epochs}: {len(members)} models in {seconds:.2f} s "
             f"({len(members) * len(losses) * config.batch_size / seconds:,.0f} model-samples/s); "
@@ -85,15 +74,15 @@ def sweep_run(spec: str | ModelSpec, config: TrainConfig, members, out_dir, *, d
 def summarize(spec, config: TrainConfig, batch_order: str, runs, epoch_times, trainer) -> dict:
     rows = []
     for run in runs:
-        epochs = run["metrics"]["epochs"]
+        epochs, sweep = run["run"].epochs, run["run"].metrics["sweep"]
         last = epochs[-1] if epochs else None
         best = min(epochs, key=lambda e: e["eval_loss"]) if epochs else None
-        rows.append({"name": run["name"], "seed": run["metrics"]["sweep"]["init_seed"],
-                     "lr": run["metrics"]["sweep"]["lr"], "status": run["status"], "diverged_at": run["diverged_at"],
+        rows.append({"name": run["name"], "seed": sweep["init_seed"], "lr": sweep["lr"], "status": run["status"],
+                     "diverged_at": run["diverged_at"],
                      "epochs": len(epochs), "train_loss": last["train_loss"] if last else None,
                      "eval_loss": last["eval_loss"] if last else None,
                      "best_eval_loss": best["eval_loss"] if best else None, "best_epoch": best["epoch"] if best else None,
-                     "dir": str(run["dir"]) if epochs else None})
+                     "dir": str(run["run"].path) if epochs else None})
     ok = [r for r in rows if r["status"] == "ok"]
     by_lr = {}
     for lr in dict.fromkeys(r["lr"] for r in rows):

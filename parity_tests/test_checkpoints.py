@@ -51,6 +51,16 @@ def test_resumed_run_equals_the_uninterrupted_one(first, then, tmp_path, data, u
     assert_trees_all_close(ckpt.optim, ref_ckpt.optim, atol=tol)
 
 
+def test_metrics_json_format(tmp_path, data):
+    """The run directory's metrics.json: this key order and JSON indent 1 (runs written before resume)."""
+    metrics = train_run("torch", "mlp9", TrainConfig(epochs=1, **CONFIG), tmp_path, data=data, log=lambda m: None)
+    text = (tmp_path / "metrics.json").read_text()
+    assert text == json.dumps(metrics, indent=1)
+    assert list(json.loads(text)) == ["framework", "preset", "spec", "config", "data", "epochs"]
+    assert list(metrics["epochs"][0]) == ["epoch", "steps", "train_loss", "eval_loss", "time_s", "samples_per_s",
+                                          "step_losses"]
+
+
 def test_checkpoint_is_torch_named_and_self_describing(uninterrupted):
     ckpt = uninterrupted["torch"][1]
     assert sorted(ckpt.model) == sorted(get_spec("mlp9").param_shapes())

@@ -14,6 +14,16 @@ def run_cli(*args, data_dir, env=None):
                           env=env, timeout=600)
 
 
+def test_every_subcommand_dispatches_to_a_handler():
+    import argparse
+
+    from ae_parity import cli, commands
+
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == list(cli.HANDLERS) == ["demo", "train", "sweep", "bench", "parity", "diagnose"]
+    assert cli.HANDLERS["train"] is commands.train
+
+
 def test_parity_prints_a_passing_table_on_the_offline_sample(data_dir):
     out = run_cli("parity", "--dtype", "float64", "--optimizer", "sgd", "--momentum", "0.9", data_dir=data_dir)
     assert out.returncode == 0, out.stderr

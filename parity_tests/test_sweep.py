@@ -89,6 +89,7 @@ def test_sweep_command_writes_runs_summary_and_resumable_checkpoints(data_dir, t
     assert (ckpt.epoch, ckpt.config.seed, ckpt.config.optimizer.lr, ckpt.config.optimizer.name) == (2, 1, 1e-3, "sgd")
     metrics = json.loads((member / "metrics.json").read_text())
     assert metrics["sweep"] == {"init_seed": 1, "lr": 1e-3, "batch_order": "own", "models": 4}
+    assert list(metrics) == ["framework", "preset", "spec", "config", "data", "sweep", "epochs"]
     assert metrics["epochs"][-1]["eval_loss"] == rows["seed1-lr0.001"]["eval_loss"]
 
     # resume the member for a third epoch in torch, and train the same model alone for 3 epochs

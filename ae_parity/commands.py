@@ -1,0 +1,221 @@
+"""The ``ae-parity`` commands: one function per subcommand, ``command(args) -> exit code``.
+
+``ae_parity.cli`` parses the arguments and dispatches here. Heavy imports (JAX, torch, the trainers)
+happen inside the commands, so a torch-only command never imports JAX. Errors propagate to
+``cli.main``, which turns them into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ae_core import DEFAULT_PRESET
+from ae_core.optim import OptimizerConfig
+
+
+def optimizer_config(args, base: OptimizerConfig | None = None) -> OptimizerConfig:
+    """From the arguments given (None = not given: OptimizerConfig's defaults, or ``base``'s on resume)."""
+    fields = {"name": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
+              "momentum": args.momentum, "nesterov": args.nesterov}
+    given = {k: v for k, v in fields.items() if v is not None}
+    return OptimizerConfig(**{**(vars(base) if base is not None else {}), **given})
+
+
+def _start_distributed(args) -> bool:
+    """jax.distributed from the flags (before any JAX computation); whether this is a multi-host run."""
+    multihost = args.distributed or any(v is not None for v in (args.coordinator, args.num_processes,
+                                                               args.process_id))
+    if not multihost:
+        return False
+    if getattr(args, "framework", "jax") != "jax":
+        raise ValueError("multi-host training is JAX's (--framework jax)")
+    from ae_jax.sharding import initialize
+
+    return initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
+
+
+def _resumed_config(args):
+    """``train --resume``: the checkpoint's spec and config; a flag given that contradicts them is an error."""
+    from pathlib import Path
+
+    from ae_core.training import CHECKPOINT_FORMAT, TrainConfig, load_checkpoint
+
+    from .rundir import CHECKPOINT
+
+    ckpt = load_checkpoint(Path(args.resume) / CHECKPOINT)
+    saved = ckpt.config
+    conflicts = []
+    for name, value, was in (("preset", args.preset, ckpt.spec.name), ("dtype", args.dtype, saved.dtype),
+                             ("batch-size", args.batch_size, saved.batch_size), ("seed", args.seed, saved.seed),
+                             ("loss", args.loss, saved.loss)):
+        if value is not None and value != was:
+            conflicts.append(f"--{name} {value} (the run has {was})")
+    opt = optimizer_config(args, saved.optimizer)
+    if opt != saved.optimizer:
+        conflicts.append(f"optimizer {opt.to_json()} (the run has {saved.optimizer.to_json()})")
+    if conflicts:
+        raise ValueError(f"--resume {args.resume}: checkpoint ({CHECKPOINT_FORMAT}) conflicts with "
+                         + "; ".join(conflicts))
+    config = TrainConfig(epochs=args.epochs or saved.epochs, batch_size=saved.batch_size, optimizer=saved.optimizer,
+                         loss=saved.loss, seed=saved.seed, dtype=saved.dtype)
+    return ckpt.spec, config
+
+
+def _new_config(args):
+    """``train --out``: the spec and config from the flags, with the defaults for those not given."""
+    from ae_core import get_spec
+    from ae_core.training import TrainConfig, default_loss
+
+    spec = get_spec(args.preset or DEFAULT_PRESET)
+    config = TrainConfig(epochs=args.epochs or 10, batch_size=args.batch_size or 32,
+                         optimizer=optimizer_config(args),
+                         loss=args.loss or default_loss(spec), seed=0 if args.seed is None else args.seed,
+                         dtype=args.dtype or "float32")
+    return spec, config
+
+
+def train(args) -> int:
+    """``ae-parity train``: one framework, a new run (--out) or a resumed one (--resume)."""
+    from .runner import load_data, train_run
+
+    spec, config = _resumed_config(args) if args.resume else _new_config(args)
+    out = args.resume or args.out
+    multihost = _start_distributed(args)
+    if args.framework == "torch" and args.devices is not None:
+        raise ValueError("--devices is for --framework jax (torch trains on one device here)")
+    data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
+    kwargs = {"impl": args.torch_impl} if args.framework == "torch" else {
+        "mode": args.jax_mode, "devices": args.devices or ("all" if multihost else None)}
+    metrics = train_run(args.framework, spec, config, out, data=data, resume=bool(args.resume),
+                        progress=not args.no_progress, trainer_kwargs=kwargs, log=lambda m: print(m, file=sys.stderr))
+    last = metrics["epochs"][-1]
+    print(f"{args.framework} {spec.name}: {last['epoch']} epochs, train loss {last['train_loss']:.6f}, "
+          f"eval loss {last['eval_loss']:.6f}")
+    if metrics.get("written", True):
+        print(f"wrote {out}/checkpoint.safetensors, {out}/metrics.json, {out}/tensorboard/")
+    else:
+        print(f"process {metrics['process']}: nothing written (process 0 writes the run directory)")
+    return 0
+
+
+def sweep(args) -> int:
+    """``ae-parity sweep``: every (seed, lr) combination at once in JAX; 1 when every model diverged."""
+    from ae_core import get_spec
+    from ae_core.training import TrainConfig, default_loss
+    from ae_jax.sweep import grid
+
+    from .runner import load_data
+    from .sweep import format_summary, sweep_run
+
+    spec = get_spec(args.preset)
+    members = grid(args.seeds, args.lr)
+    opt = optimizer_config(argparse.Namespace(**{**vars(args), "lr": args.lr[0]}))
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
+                         loss=args.loss or default_loss(spec), seed=args.data_seed, dtype=args.dtype)
+    data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
+    summary = sweep_run(spec, config, members, args.out, data=data, batch_order=args.batch_order,
+                        devices=args.devices, log=lambda m: print(m, file=sys.stderr))
+    print(format_summary(summary))
+    print(f"wrote {args.out}/summary.json and one run directory per model")
+    return 0 if summary["best"] is not None else 1
+
+
+def bench(args) -> int:
+    """``ae-parity bench``: the handler is ``ae_parity.bench.command``."""
+    from .bench import command
+
+    return command(args)
+
+
+def demo(args) -> int:
+    """``ae-parity demo``: both frameworks from the same start; table and pictures."""
+    from .demo import run_demo
+
+    args.optimizer_config = optimizer_config(args)
+    return run_demo(args)
+
+
+def parity(args) -> int:
+    """``ae-parity parity``: the forward / loss / gradient / optimizer-step parity table."""
+    from .demo import run_parity
+
+    args.optimizer_config = optimizer_config(args)
+    return run_parity(args)
+
+
+def _load_class(ref: str):
+    """``path/to/file.py:ClassName`` -> the class."""
+    import importlib.util
+    from pathlib import Path
+
+    path, sep, name = ref.rpartition(":")
+    if not sep or not path.endswith(".py") or not name:
+        raise ValueError(f"{ref!r}: expected FILE.py:ClassName")
+    if not Path(path).is_file():
+        raise ValueError(f"{ref!r}: no file {path}")
+    spec = importlib.util.spec_from_file_location(f"_ae_parity_user_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, name):
+        raise ValueError(f"{ref!r}: {path} defines no {name}")
+    return getattr(module, name)
+
+
+def _diagnose_models(args):
+    """The torch model (with --weights loaded) and the flax model, from their FILE.py:Class references."""
+    import inspect
+
+    from flax import nnx
+
+    torch_cls, flax_cls = _load_class(args.torch), _load_class(args.flax)
+    tm = torch_cls()
+    if args.weights:
+        import torch
+
+        from ae_core.weights import load_safetensors
+        from ae_torch.weights import load_state_dict
+
+        tensors, _ = load_safetensors(args.weights)
+        load_state_dict(tm, {k: torch.from_numpy(v) for k, v in tensors.items()})
+    takes_rngs = "rngs" in inspect.signature(flax_cls.__init__).parameters
+    fm = flax_cls(rngs=nnx.Rngs(0)) if takes_rngs else flax_cls()
+    return torch_cls, tm, fm
+
+
+def _diagnose_batch(args, torch_cls):
+    """The input batch: MNIST digits or standard normal numbers, in the per-example input shape."""
+    import numpy as np
+
+    shape = args.input_shape or ",".join(map(str, getattr(torch_cls, "input_shape", (784,))))
+    try:
+        shape = tuple(int(d) for d in str(shape).split(","))
+    except ValueError:
+        raise ValueError(f"--input-shape {shape!r}: expected comma-separated ints") from None
+    n = args.batch_size
+    if args.batch == "random":
+        return np.random.default_rng(0).standard_normal((n, *shape))
+    from ae_core import mnist
+    from ae_core.inputs import pixels
+
+    images = mnist.load("train", args.data, args.data_dir).images[:n]
+    x = pixels(images, "float64")
+    if x[0].size != int(np.prod(shape)):
+        raise ValueError(f"--batch mnist gives 784 values per example, not the input shape {shape}")
+    return x.reshape(n, *shape)
+
+
+def diagnose(args) -> int:
+    """``ae-parity diagnose``: where a Flax port diverges from its torch original; 1 when it does."""
+    from .compare import compare
+
+    if args.dtype == "float64":  # before the flax model is built, or its float64 parameters become float32
+        from ae_jax.numerics import enable_x64
+
+        enable_x64()
+    torch_cls, tm, fm = _diagnose_models(args)
+    x = _diagnose_batch(args, torch_cls)
+    flax_input = (lambda a: a.transpose(0, 2, 3, 1)) if args.flax_layout == "nhwc" and x.ndim == 4 else None
+    report = compare(tm, fm, x, dtype=args.dtype, mode=args.mode, tol=args.tol, flax_input=flax_input)
+    print(report.to_json() if args.json else report.table())
+    return 0 if report.ok else 1
