@@ -22,7 +22,7 @@ from torch import nn
 
 from ae_core import mnist
 from ae_core.inputs import pixels
-from ae_jax.models import Flatten  # NHWC -> NCHW before the reshape, as torch's nn.Flatten sees it
+from ae_jax.layers import Flatten  # NHWC -> NCHW before the reshape, as torch's nn.Flatten sees it
 from ae_parity.compare import compare
 
 
