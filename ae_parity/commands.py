@@ -163,16 +163,20 @@ def _load_class(ref: str):
 
 
 def _diagnose_models(args):
-    """The torch model (with --weights loaded) and the flax model, from their FILE.py:Class references."""
+    """The torch model (with --weights loaded) and the flax model, from their FILE.py:Class references.
+
+    The torch model is initialised under a fixed seed (in a forked RNG, so the caller's torch RNG is left
+    as it was): the same command gives the same numbers and the same verdict every time."""
     import inspect
 
+    import torch
     from flax import nnx
 
     torch_cls, flax_cls = _load_class(args.torch), _load_class(args.flax)
-    tm = torch_cls()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tm = torch_cls()
     if args.weights:
-        import torch
-
         from ae_core.weights import load_safetensors
         from ae_torch.weights import load_state_dict
 

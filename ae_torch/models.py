@@ -22,6 +22,7 @@ from .layers import make_layer
 from .numerics import torch_dtype
 from .weights import load_state_dict
 
+
 class Autoencoder(nn.Module):
     """``x_hat = decode(encode(x))``; x is (batch, *spec.input_shape).
 

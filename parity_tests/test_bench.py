@@ -7,7 +7,7 @@ import numpy as np
 
 import json
 
-from ae_parity.bench import (BenchReport, gemm_only_ms, matmul_flops_per_example, measured_matmul_gflops, run_bench,
+from ae_parity.bench import (BenchReport, gemm_only_ms, matmul_flops_per_example, run_bench,
                              run_jax_bench, run_sweep_bench, sized)
 
 

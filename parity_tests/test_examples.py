@@ -66,6 +66,9 @@ def test_diagnose_cli_on_the_example_classes(data_dir):
 
     report = json.loads(out.stdout)
     assert report["ok"] and report["first_divergence"] is None and len(report["entries"]) > 10
+    again = subprocess.run([*cli, "--flax", f"{example}:FlaxNet", *common, "--json"], capture_output=True,
+                           text=True, env=env, timeout=600)
+    assert json.loads(again.stdout) == report  # the torch init is seeded: the same numbers every run
     out = subprocess.run([*cli, "--flax", f"{example}:NoSuchNet"], capture_output=True, text=True, env=env,
                          timeout=600)
     assert out.returncode == 2 and "defines no NoSuchNet" in out.stderr
