@@ -1,12 +1,11 @@
 """The benchmark runs every variant on the same batches and reports what docs/benchmarks.md shows."""
 
+import json
+
+import numpy as np
 import pytest
 
 from ae_core import get_spec
-import numpy as np
-
-import json
-
 from ae_parity.bench import (BenchReport, gemm_only_ms, matmul_flops_per_example, run_bench,
                              run_jax_bench, run_sweep_bench, sized)
 
@@ -17,8 +16,17 @@ def test_flop_count_of_mlp9_by_hand():
     assert matmul_flops_per_example(get_spec("mlp9")) == 2 * (3 * 2 * 111_658 - 784 * 128)
 
 
-def test_bench_small_run_reports_every_variant(data_dir):
-    report = run_bench("mlp9", [64], epochs=1, source="sample", data_dir=data_dir, limit=512, log=lambda m: None)
+@pytest.fixture(scope="module")
+def reports(data_dir):
+    """One tiny run of each bench mode, shared by the tests below (each mode costs seconds of compiling)."""
+    quiet = dict(source="sample", data_dir=data_dir, log=lambda m: None)
+    return {"side_by_side": run_bench("mlp9", [64], epochs=1, limit=512, **quiet),
+            "sweep": run_sweep_bench("mlp9", models=2, batch_sizes=[32], epochs=1, limit=128, run_epochs=10, **quiet),
+            "jax": run_jax_bench("mlp9", batch_sizes=[32], epochs=1, limit=64, size=96, **quiet)}
+
+
+def test_bench_small_run_reports_every_variant(reports):
+    report = reports["side_by_side"]
     assert isinstance(report, BenchReport) and report.kind == "side_by_side"
     (entry,) = report.batches
     names = [r["variant"] for r in entry["results"]]
@@ -42,9 +50,8 @@ def test_sized_repeats_the_digits():
     assert sized(x, None) is x
 
 
-def test_sweep_and_jax_only_benches_report_their_tables(data_dir):
-    quiet = dict(source="sample", data_dir=data_dir, log=lambda m: None)
-    report = run_sweep_bench("mlp9", models=2, batch_sizes=[32], epochs=1, limit=128, run_epochs=10, **quiet)
+def test_sweep_and_jax_only_benches_report_their_tables(reports):
+    report = reports["sweep"]
     (entry,) = report.batches
     rows = {r["variant"]: r for r in entry["results"]}
     assert list(rows) == ["2 sequential runs", "sweep (own batch orders)", "sweep (shared batch order)"]
@@ -55,7 +62,7 @@ def test_sweep_and_jax_only_benches_report_their_tables(data_dir):
     assert entry["solo_compile_s"] > 0 and entry["sweep_compile_s"] > 0 and entry["max_speedup"] > 0
     assert "| 32 | sweep (own batch orders) |" in report.markdown()
 
-    report = run_jax_bench("mlp9", batch_sizes=[32], epochs=1, limit=64, size=96, **quiet)
+    report = reports["jax"]
     (entry,) = report.batches
     assert report.n_train == 96 and entry["steps"] == 3 and entry["compile_s"] > 0
     assert [r["variant"] for r in entry["results"]] == ["scan epoch (highest)", "scan epoch (default)",
@@ -63,15 +70,11 @@ def test_sweep_and_jax_only_benches_report_their_tables(data_dir):
     assert "| 32 | scan epoch (default) |" in report.markdown()
 
 
-def test_the_three_modes_give_one_report_type(data_dir, tmp_path):
-    quiet = dict(source="sample", data_dir=data_dir, log=lambda m: None)
-    reports = {"side_by_side": run_bench("mlp9", [64], epochs=1, limit=256, include_loader=False, **quiet),
-               "jax": run_jax_bench("mlp9", batch_sizes=[32], epochs=1, limit=64, **quiet),
-               "sweep": run_sweep_bench("mlp9", models=2, batch_sizes=[32], epochs=1, limit=64, run_epochs=2, **quiet)}
+def test_the_three_modes_give_one_report_type(reports, tmp_path):
     headers = {"side_by_side": "| variant | ms/epoch | samples/s | vs best ae_torch eager | compile |",
                "jax": "| batch | variant | ms/epoch | samples/s | compile (scan, AOT) |",
                "sweep": "| batch | variant | ms/epoch (2 models) | model-samples/s | vs sequential | "
-                        "end to end, 2 epochs (compile included) |"}
+                        "end to end, 10 epochs (compile included) |"}
     for kind, report in reports.items():
         assert type(report) is BenchReport and report.kind == kind and report.preset == "mlp9"
         assert report.data == "sample" and report.epochs_timed == 1 and len(report.batches) == 1
@@ -82,7 +85,7 @@ def test_the_three_modes_give_one_report_type(data_dir, tmp_path):
         saved = json.loads(path.read_text())
         assert saved["kind"] == kind and saved == json.loads(json.dumps(report.to_dict()))
         assert BenchReport.from_dict(saved).markdown() == report.markdown()
-    assert "scan_vs_tutorial" not in reports["side_by_side"].batches[0]  # --no-loader
+    assert "scan_vs_tutorial" in reports["side_by_side"].batches[0]  # with the tutorial loop
     assert set(reports["side_by_side"].to_dict()) == {"kind", "preset", "epochs_timed", "batches", "machine", "data",
                                                       "n_train", "versions"}
     assert set(reports["sweep"].to_dict()) == {"kind", "preset", "models", "n_train", "data", "epochs_timed",
