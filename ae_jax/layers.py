@@ -13,6 +13,8 @@ through NCHW so that the Linear after a flatten sees torch's element order.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from typing import Callable, Mapping
 
@@ -25,8 +27,36 @@ from ae_core.layers import LayerSpec
 
 from .convert import HWIO, LINEAR, TRANSPOSE, ParamRule, register_rules
 
+# The list receiving ReLU inputs while :func:`relu_inputs` is active (None otherwise).
+_RELU_INPUTS: contextvars.ContextVar = contextvars.ContextVar("ae_jax_relu_inputs", default=None)
+
+
+def relu(x: jax.Array) -> jax.Array:
+    """``jax.nn.relu``; inside :func:`relu_inputs` its input is also appended to the recording list."""
+    seen = _RELU_INPUTS.get()
+    if seen is not None:
+        seen.append(x)
+    return jax.nn.relu(x)
+
+
+@contextlib.contextmanager
+def relu_inputs():
+    """Record the input of every ReLU the models call, in call order: yields the list.
+
+    Use it INSIDE a traced function and return the list from it (``ae_jax.train.loss_grad_and_relu_inputs``):
+    the recording is a side effect of tracing, so it costs nothing at run time, and what is returned
+    comes from the very compiled computation the caller measures. Parity tools need it to know on which
+    side of the kink each float32 pre-activation fell (``ae_parity.reference``)."""
+    seen: list = []
+    token = _RELU_INPUTS.set(seen)
+    try:
+        yield seen
+    finally:
+        _RELU_INPUTS.reset(token)
+
+
 _ACTIVATIONS = {
-    "relu": jax.nn.relu,
+    "relu": relu,
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
     # torch's nn.GELU() is the exact erf form; jax.nn.gelu defaults to the tanh approximation.

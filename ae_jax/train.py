@@ -21,6 +21,7 @@ from ae_core.noise import epoch_noise
 from ae_core.training import TrainConfig, check_loss, check_training_state
 
 from . import sharding
+from .layers import relu_inputs
 from .losses import LOSSES
 from .models import build
 from .numerics import jnp_dtype
@@ -89,6 +90,17 @@ def _loss_and_grad(graphdef, params, rest, x, target, noise, *, loss):
     return jax.value_and_grad(loss_fn)(params, rest)
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "loss"))
+def _loss_grad_relu(graphdef, params, rest, x, target, noise, *, loss):
+    def loss_fn(p, r):
+        with relu_inputs() as seen:
+            value = LOSSES[loss](nnx.merge(graphdef, p, r, copy=True), x, target, noise)
+        return value, seen
+
+    (value, seen), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest)
+    return value, grads, seen
+
+
 def loss_and_grad(model: nnx.Module, x: jax.Array, target: jax.Array | None = None,
                   loss: str = "mse", noise=None) -> tuple[float, dict[str, np.ndarray]]:
     """The loss of one batch and ``{parameter name: gradient}`` (canonical: numpy, torch layout; the same
@@ -98,6 +110,17 @@ def loss_and_grad(model: nnx.Module, x: jax.Array, target: jax.Array | None = No
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     value, grads = _loss_and_grad(graphdef, params, rest, x, x if target is None else target, noise, loss=loss)
     return float(value), to_torch_layout(model, grads)
+
+
+def loss_grad_and_relu_inputs(model: nnx.Module, x: jax.Array, target: jax.Array | None = None,
+                              loss: str = "mse", noise=None) -> tuple[float, dict[str, np.ndarray], list[np.ndarray]]:
+    """:func:`loss_and_grad`, plus the input of every ReLU of that forward in call order (numpy; images
+    in torch's NCHW layout), returned by the same compiled computation as the gradients: which side of
+    the kink each pre-activation fell on decides the gradient there (``ae_parity.reference``)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    value, grads, seen = _loss_grad_relu(graphdef, params, rest, x, x if target is None else target, noise, loss=loss)
+    seen = [np.asarray(a).transpose(0, 3, 1, 2) if a.ndim == 4 else np.asarray(a) for a in seen]
+    return float(value), to_torch_layout(model, grads), seen
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

@@ -2,6 +2,7 @@
 
 import inspect
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -50,11 +51,48 @@ def test_twenty_steps_agree_in_float64(case, data):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_one_float32_step_agrees_to_1e_6(case, train):
+def test_one_float32_step_passes_the_float64_reference_criterion(case, train):
     x = model_inputs(get_spec("mlp9"), train.images[:64], "float64")
     rows = step_parity(get_spec("mlp9"), "float32", x, CASES[case])
-    worst = max(r.max_abs for r in rows)
-    assert worst <= 1e-6, worst
+    failures = [f"{r.quantity}: jax {r.jax_err:.2e} torch {r.torch_err:.2e}" for r in rows if not r.ok]
+    assert not failures, failures
+    assert all(r.kind == "ref" for r in rows)
+    assert all((r.elementwise_ok is not None) == (CASES[case].name != "sgd") for r in rows if "running" not in r.quantity)
+
+
+def test_adam_bias_corrections_are_as_accurate_as_torchs_in_float32():
+    """optax's scale_by_adam evaluates 1 - b2**t in float32 (float32(0.999) = 0.99899995: 4.7e-5 relative
+    off the 1 - b2 that scales the moment), so its float32 step lands ~7e-6 relative (57 ulps) from the
+    exact step; ae_jax's transformation computes the corrections as -expm1(t log b), within an ulp, as
+    torch does in Python floats. Reference: the closed form of Adam's first steps in float64."""
+    from ae_jax.optim import scale_by_torch_adam
+
+    rng = np.random.default_rng(0)
+    grads = [(rng.standard_normal(4096) * 1e-3).astype(np.float32) for _ in range(3)]
+    m = v = np.zeros(4096)
+    exact = np.zeros(4096)
+    for t, g in enumerate(grads, start=1):  # Adam in float64, by hand
+        g64 = g.astype(np.float64)
+        m, v = 0.9 * m + 0.1 * g64, 0.999 * v + 0.001 * g64 * g64
+        exact -= 1e-3 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    def steps(tx):
+        tx = optax.chain(tx, optax.scale_by_learning_rate(1e-3))
+        w = jnp.zeros(4096, jnp.float32)
+        state = tx.init(w)
+        for g in grads:
+            u, state = tx.update(jnp.asarray(g), state, w)
+            w = optax.apply_updates(w, u)
+        return np.asarray(w, np.float64), state
+
+    ulps = np.spacing(np.float32(np.abs(exact).max()))
+    with jax.enable_x64(False):  # as a float32 run has it (the suite runs with x64 on, for its float64 cases)
+        optax_w, _ = steps(optax.scale_by_adam(0.9, 0.999, 1e-8))
+        ours, state = steps(scale_by_torch_adam(0.9, 0.999, 1e-8))
+    assert np.abs(ours - exact).max() / ulps <= 4
+    assert np.abs(optax_w - exact).max() / ulps >= 20  # optax's float32 bias corrections
+    # and the same numbers whether or not x64 is on: nothing in the step depends on the process's settings
+    np.testing.assert_array_equal(steps(scale_by_torch_adam(0.9, 0.999, 1e-8))[0], ours)
+    assert type(state[0]) is optax.ScaleByAdamState  # the same state as optax's: checkpoints unchanged
 
 
 def test_torch_defaults_are_ours():
@@ -118,6 +156,6 @@ def test_adam_first_step_bound_explains_near_eps_gradients(train):
     # and the real thing: a conv step where half of one layer's gradients are below 1e-7
     x = model_inputs(get_spec("conv"), train.images[:32], "float64")
     rows = step_parity(get_spec("conv"), "float32", x, OptimizerConfig("adam", lr=3e-3))
-    assert all(r.ok for r in rows) and all(r.kind == "abs*" for r in rows)
+    assert all(r.ok for r in rows) and all(r.elementwise_ok is not None for r in rows)
     sgd = step_parity(get_spec("conv"), "float32", x, OptimizerConfig("sgd", lr=0.1, momentum=0.9))
-    assert max(r.max_abs for r in sgd) <= 1e-6 and all(r.kind == "abs" for r in sgd)
+    assert all(r.ok for r in sgd) and all(r.elementwise_ok is None for r in sgd)
