@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ae_core import DEFAULT_PRESET
+from ae_core import DEFAULT_PRESET, UsageError
 from ae_core.optim import OptimizerConfig
 
 
@@ -29,7 +29,7 @@ def _start_distributed(args) -> bool:
     if not multihost:
         return False
     if getattr(args, "framework", "jax") != "jax":
-        raise ValueError("multi-host training is JAX's (--framework jax)")
+        raise UsageError("multi-host training is JAX's (--framework jax)")
     from ae_jax.sharding import initialize
 
     return initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
@@ -55,7 +55,7 @@ def _resumed_config(args):
     if opt != saved.optimizer:
         conflicts.append(f"optimizer {opt.to_json()} (the run has {saved.optimizer.to_json()})")
     if conflicts:
-        raise ValueError(f"--resume {args.resume}: checkpoint ({CHECKPOINT_FORMAT}) conflicts with "
+        raise UsageError(f"--resume {args.resume}: checkpoint ({CHECKPOINT_FORMAT}) conflicts with "
                          + "; ".join(conflicts))
     config = TrainConfig(epochs=args.epochs or saved.epochs, batch_size=saved.batch_size, optimizer=saved.optimizer,
                          loss=saved.loss, seed=saved.seed, dtype=saved.dtype)
@@ -83,7 +83,7 @@ def train(args) -> int:
     out = args.resume or args.out
     multihost = _start_distributed(args)
     if args.framework == "torch" and args.devices is not None:
-        raise ValueError("--devices is for --framework jax (torch trains on one device here)")
+        raise UsageError("--devices is for --framework jax (torch trains on one device here)")
     data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
     kwargs = {"impl": args.torch_impl} if args.framework == "torch" else {
         "mode": args.jax_mode, "devices": args.devices or ("all" if multihost else None)}
@@ -151,14 +151,14 @@ def _load_class(ref: str):
 
     path, sep, name = ref.rpartition(":")
     if not sep or not path.endswith(".py") or not name:
-        raise ValueError(f"{ref!r}: expected FILE.py:ClassName")
+        raise UsageError(f"{ref!r}: expected FILE.py:ClassName")
     if not Path(path).is_file():
-        raise ValueError(f"{ref!r}: no file {path}")
+        raise UsageError(f"{ref!r}: no file {path}")
     spec = importlib.util.spec_from_file_location(f"_ae_parity_user_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, name):
-        raise ValueError(f"{ref!r}: {path} defines no {name}")
+        raise UsageError(f"{ref!r}: {path} defines no {name}")
     return getattr(module, name)
 
 
@@ -195,7 +195,7 @@ def _diagnose_batch(args, torch_cls):
     try:
         shape = tuple(int(d) for d in str(shape).split(","))
     except ValueError:
-        raise ValueError(f"--input-shape {shape!r}: expected comma-separated ints") from None
+        raise UsageError(f"--input-shape {shape!r}: expected comma-separated ints") from None
     n = args.batch_size
     if args.batch == "random":
         return np.random.default_rng(0).standard_normal((n, *shape))
@@ -205,7 +205,7 @@ def _diagnose_batch(args, torch_cls):
     images = mnist.load("train", args.data, args.data_dir).images[:n]
     x = pixels(images, "float64")
     if x[0].size != int(np.prod(shape)):
-        raise ValueError(f"--batch mnist gives 784 values per example, not the input shape {shape}")
+        raise UsageError(f"--batch mnist gives 784 values per example, not the input shape {shape}")
     return x.reshape(n, *shape)
 
 
