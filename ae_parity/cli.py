@@ -10,6 +10,7 @@ loaded or built); 3 an internal failure (a bug: please report it). Each failure 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 
@@ -208,11 +209,32 @@ def _add_parity(sub) -> None:
     _data_args(par)
 
 
+def _json_object(text: str) -> dict:
+    """A JSON object (keyword arguments) on the command line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of keyword arguments like "
+                                         f"'{{\"width\": 64}}', got a {type(value).__name__}: {text!r}")
+    return value
+
+
 def _add_diagnose(sub) -> None:
     diag = sub.add_parser("diagnose", help="where does a Flax port diverge from its torch original? layer by layer")
-    diag.add_argument("--torch", required=True, metavar="FILE.py:Class", help="the torch nn.Module class")
-    diag.add_argument("--flax", required=True, metavar="FILE.py:Class",
-                      help="the flax nnx.Module class (built with rngs=nnx.Rngs(0) if it takes rngs)")
+    diag.add_argument("--torch", required=True, metavar="FILE.py:NAME",
+                      help="the torch nn.Module class, or a function returning the model (also module:NAME)")
+    diag.add_argument("--flax", required=True, metavar="FILE.py:NAME",
+                      help="the flax nnx.Module class, or a function returning the model (also module:NAME); "
+                           "called with rngs=nnx.Rngs(0) if it takes rngs and --flax-kwargs has none")
+    diag.add_argument("--torch-kwargs", type=_json_object, default=None, metavar="JSON",
+                      help="keyword arguments for the torch class or function, a JSON object: '{\"width\": 64}'")
+    diag.add_argument("--flax-kwargs", type=_json_object, default=None, metavar="JSON",
+                      help="keyword arguments for the flax class or function, a JSON object")
+    diag.add_argument("--rules", default=None, metavar="FILE.py:NAME",
+                      help="conversion rules for your own NNX layer classes, {NNX class: (ParamRule, ...)} "
+                           "(ae_jax.convert; also module:NAME), for this comparison only; subclasses inherit them")
     diag.add_argument("--weights", default=None, help="a safetensors state dict loaded into the torch model first")
     diag.add_argument("--batch", choices=("mnist", "random"), default="random",
                       help="MNIST digits (data as for the other commands) or standard normal numbers")

@@ -3,7 +3,8 @@
 =====  =====================================================================================
 0      done; for ``parity`` / ``diagnose``: the frameworks agree
 1      the command ran and reports a problem: the port diverges or does not mirror its original,
-       a data or checkpoint file is bad, a loss went non-finite, every sweep model diverged
+       a data or checkpoint file is bad, a loss went non-finite, every sweep model diverged,
+       your model's code raised while the comparison ran
 2      usage: bad arguments (argparse, or arguments that parse but cannot work together), or your
        file / class / factory / rule table cannot be loaded or built as given (:class:`UsageError`)
 3      internal failure: an unexpected exception inside ae-parity -- a bug, please report it
@@ -49,13 +50,25 @@ def _reported() -> tuple[type[BaseException], ...]:
     return (*out, *((sharding.DistributedError,) if sharding is not None else ()))
 
 
+def _rule_error() -> tuple[type[BaseException], ...]:
+    convert = sys.modules.get("ae_jax.convert")
+    return (convert.ConversionRuleError,) if convert is not None else ()
+
+
 def failure(exc: Exception, command: str) -> tuple[int, str]:
     """The exit code of an exception that ended ``command``, and the line to print."""
+    from .userfiles import user_frame
+
     head = f"ae-parity {command}: error:"
     if isinstance(exc, UsageError):
         return USAGE, f"{head} {exc}"
+    if isinstance(exc, _rule_error()):  # a layer class of the user's with no rule: give it with --rules
+        return USAGE, f"{head} {exc} -- with ae-parity diagnose: --rules FILE.py:NAME"
     if isinstance(exc, _reported()):
         return FAILED, f"{head} {exc}"
+    where = user_frame(exc)
+    if where is not None:  # raised in (or below) the user's own model code, while the command ran it
+        return FAILED, f"{head} your code raised {one_line(exc)} (at {where})"
     return INTERNAL, (f"ae-parity {command}: internal error: {one_line(exc)} -- a bug in ae-parity, please "
                       f"report it with the command line (--debug or AE_PARITY_DEBUG=1 prints the traceback)")
 
