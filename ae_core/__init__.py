@@ -5,6 +5,7 @@ checkpoints, PyTorch-default initial weights.
 """
 
 from .batches import epoch_batches, epoch_permutation
+from .errors import UsageError
 from .init import init_state_dict
 from .inputs import model_inputs
 from .presets import DEFAULT_PRESET, PRESETS, get_spec
@@ -23,7 +24,7 @@ def check_dtype(dtype) -> str:
     name = getattr(dtype, "__name__", None) or str(dtype)
     name = name.replace("torch.", "").replace("<class 'numpy.", "").replace("'>", "")
     if name not in DTYPES:
-        raise ValueError(f"unsupported dtype {dtype!r}; expected one of {DTYPES}")
+        raise UsageError(f"unsupported dtype {dtype!r}; expected one of {DTYPES}")
     return name
 
 
@@ -32,5 +33,5 @@ __all__ = [
     "Flatten", "GaussianHead", "GaussianNoise", "LastStep", "MaskingNoise", "RepeatSteps", "TiedLinear", "Unflatten",
     "DEFAULT_PRESET", "DTYPES", "LAYER_KINDS", "LayerSpec", "Linear", "ModelSpec", "PRESETS",
     "SpecError", "StateDictError", "check_dtype", "epoch_batches", "epoch_permutation", "get_spec",
-    "Trainer", "init_state_dict", "load_weights", "mlp", "model_inputs", "save_weights",
+    "Trainer", "UsageError", "init_state_dict", "load_weights", "mlp", "model_inputs", "save_weights",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UsageError
+
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     """The shuffled order of ``n`` examples for one epoch: one permutation per (seed, epoch)."""
@@ -18,9 +20,9 @@ def epoch_batches(seed: int, epoch: int, n: int, batch_size: int, shuffle: bool 
     whole epoch compiles to one ``lax.scan``; with n=4,000 and batch 32 that drops nothing.
     """
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise UsageError(f"batch_size must be positive, got {batch_size}")
     if batch_size > n:
-        raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} examples)")
+        raise UsageError(f"batch_size {batch_size} is larger than the dataset ({n} examples)")
     order = epoch_permutation(seed, epoch, n) if shuffle else np.arange(n)
     steps = n // batch_size
     return order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)

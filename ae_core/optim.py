@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from .errors import UsageError
+
 # name -> (torch.optim class name, torch's default weight_decay for it)
 OPTIMIZERS = {"adam": ("Adam", 0.0), "adamw": ("AdamW", 1e-2), "sgd": ("SGD", 0.0)}
 
@@ -42,7 +44,7 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.name!r}; known: {', '.join(OPTIMIZERS)}")
+            raise UsageError(f"unknown optimizer {self.name!r}; known: {', '.join(OPTIMIZERS)}")
         if self.weight_decay is None:
             object.__setattr__(self, "weight_decay", OPTIMIZERS[self.name][1])
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -62,7 +64,7 @@ class OptimizerConfig:
         if self.name != "sgd" and self.momentum:
             problems.append(f"momentum is an sgd setting; {self.name} uses betas")
         if problems:
-            raise ValueError(f"optimizer {self.name}: " + "; ".join(problems))
+            raise UsageError(f"optimizer {self.name}: " + "; ".join(problems))
 
     @property
     def state_slots(self) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .errors import UsageError
 from .optim import OptimizerConfig
 from .spec import ModelSpec
 from .weights import CheckpointError, StateDictError, check_state_dict, load_safetensors, save_safetensors
@@ -38,12 +39,12 @@ def check_loss(spec: ModelSpec, loss: str) -> None:
     """BCE (and the VAE's reconstruction term) is computed from logits: the decoder must end in a Sigmoid.
     A VAE (GaussianHead) trains on the "vae" loss, and only it."""
     if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+        raise UsageError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
     if loss in ("bce", "vae") and not spec.has_logits:
-        raise ValueError(f"loss {loss!r} is computed from logits and needs a decoder ending in Sigmoid; "
+        raise UsageError(f"loss {loss!r} is computed from logits and needs a decoder ending in Sigmoid; "
                          f"{spec.name}'s decoder ends in {spec.decoder[-1]}")
     if (loss == "vae") != spec.is_vae:
-        raise ValueError(f"loss 'vae' needs a variational model (a GaussianHead ending the encoder) and such a "
+        raise UsageError(f"loss 'vae' needs a variational model (a GaussianHead ending the encoder) and such a "
                          f"model needs loss 'vae'; {spec.name} with loss {loss!r} is neither")
 
 
@@ -90,7 +91,7 @@ class TrainConfig:
         if self.loss not in LOSSES:
             problems.append(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise UsageError("; ".join(problems))
         object.__setattr__(self, "dtype", check_dtype(self.dtype))
 
     def to_json(self) -> str:

@@ -11,8 +11,10 @@ directly)::
 
 Nothing here is per-model: any module tree made of ruled layer types converts, including
 user-written modules with nested submodules; rules for a user's own NNX classes are passed in
-(``rules={cls: (ParamRule, ...)}``), never written into the global table. A module type that holds
-variables but has no rule is an error, never a guess. The state dicts themselves are in
+(``rules={cls: (ParamRule, ...)}``), never written into the global table. Rules are looked up along a
+class's MRO: a subclass (``class MyConv(nnx.Conv)``) gets its base's rule, unless it has its own entry
+or holds variables that rule does not map. A module type that holds variables but has no rule is an
+error (:class:`ConversionRuleError`), never a guess. The state dicts themselves are in
 ``ae_jax/weights.py``.
 """
 
@@ -116,20 +118,51 @@ def module_names(model: nnx.Module) -> dict[str, nnx.Module]:
     return {torch_name(model, path): module for path, module in nnx.iter_modules(model) if path}
 
 
+class ConversionRuleError(TypeError):
+    """A module that holds variables has no conversion rule (or an inherited rule that misses some of
+    them), or two variables map to one torch name."""
+
+
+def rules_for(cls: type, rules: Rules | None = None) -> tuple[tuple[ParamRule, ...], type] | None:
+    """The conversion rules of NNX class ``cls`` and the class they were registered for: the first class of
+    ``cls.__mro__`` with an entry in ``rules`` (yours) or in :data:`RULES`. So a class's own entry wins over
+    an inherited one (``class MyConv(nnx.Conv)`` gets ``nnx.Conv``'s unless it has its own), and for one
+    class yours win over the table's; yours apply to subclasses of your classes too. None: no rule."""
+    for klass in cls.__mro__:
+        for table in (rules or {}, RULES):
+            found = table.get(klass)
+            if found is not None:
+                return tuple(found), klass
+    return None
+
+
+def _module_rules(module: nnx.Module, path: tuple, rules: Rules | None) -> tuple[ParamRule, ...] | None:
+    """The rules of one module; an error if it holds variables that no rule (its own or inherited) maps."""
+    own_vars = [k for k, v in vars(module).items() if isinstance(v, nnx.Variable)]
+    found = rules_for(type(module), rules)
+    name, where = type(module).__name__, ".".join(map(str, path)) or "<root>"
+    fix = f"pass rules={{{name}: (ParamRule(...), ...)}} (see ae_jax.convert)"
+    if found is None:
+        if own_vars:
+            raise ConversionRuleError(f"no conversion rule for {name} at {where} (it holds variables {own_vars}); "
+                                      f"{fix}")
+        return None
+    module_rules, owner = found
+    unmapped = [k for k in own_vars if k not in {r.nnx_name for r in module_rules}]
+    if owner is not type(module) and unmapped:  # a subclass with variables of its own: never a guess
+        raise ConversionRuleError(f"{name} at {where} inherits the conversion rule of {owner.__name__}, which does "
+                                  f"not map its variables {unmapped}; {fix}")
+    return module_rules
+
+
 def bindings(model: nnx.Module, rules: Rules | None = None) -> list[Binding]:
-    """Every variable of ``model`` with its canonical name, via :data:`RULES` (and ``rules`` for classes of
-    your own, consulted first)."""
+    """Every variable of ``model`` with its canonical name, via :data:`RULES` and ``rules`` for classes of
+    your own, looked up along each module class's MRO (:func:`rules_for`)."""
     out: list[Binding] = []
     seen: dict[str, str] = {}
     for path, module in nnx.iter_modules(model):
-        own_vars = [k for k, v in vars(module).items() if isinstance(v, nnx.Variable)]
-        module_rules = (rules or {}).get(type(module)) or RULES.get(type(module))
+        module_rules = _module_rules(module, path, rules)
         if module_rules is None:
-            if own_vars:
-                where = ".".join(map(str, path)) or "<root>"
-                raise TypeError(f"no conversion rule for {type(module).__name__} at {where} "
-                                f"(it holds variables {own_vars}); pass rules={{{type(module).__name__}: "
-                                f"(ParamRule(...), ...)}} (see ae_jax.convert)")
             continue
         prefix = torch_name(model, path)
         for rule in module_rules:
@@ -138,7 +171,7 @@ def bindings(model: nnx.Module, rules: Rules | None = None) -> list[Binding]:
             name = f"{prefix}.{rule.torch_name}" if prefix else rule.torch_name
             nnx_path = ".".join([*map(str, path), rule.nnx_name])
             if name in seen:
-                raise TypeError(f"{nnx_path} and {seen[name]} both map to torch name {name!r}")
+                raise ConversionRuleError(f"{nnx_path} and {seen[name]} both map to torch name {name!r}")
             seen[name] = nnx_path
             out.append(Binding(name, nnx_path, module, rule))
     return out
@@ -159,5 +192,5 @@ def param_names(model: nnx.Module, rules: Rules | None = None) -> list[str]:
     return [b.name for b in bindings(model, rules) if isinstance(b.variable, nnx.Param)]
 
 
-__all__ = ["Binding", "HWIO", "LINEAR", "ParamRule", "RULES", "Rules", "TRANSPOSE", "bindings", "expected_shapes",
-           "int_keys", "module_names", "param_names", "register_rules", "torch_name"]
+__all__ = ["Binding", "ConversionRuleError", "HWIO", "LINEAR", "ParamRule", "RULES", "Rules", "TRANSPOSE", "bindings",
+           "expected_shapes", "int_keys", "module_names", "param_names", "register_rules", "rules_for", "torch_name"]

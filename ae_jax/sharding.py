@@ -25,6 +25,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ae_core.errors import UsageError
+
 DATA_AXIS = "data"
 
 
@@ -50,18 +52,18 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     given = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
     if any(v is not None for v in given.values()) and not all(v is not None for v in given.values()):
         missing = ", ".join(f"--{k.replace('_', '-')}" for k, v in given.items() if v is None)
-        raise ValueError(f"multi-host needs --coordinator, --num-processes and --process-id together; "
+        raise UsageError(f"multi-host needs --coordinator, --num-processes and --process-id together; "
                                f"missing {missing}")
     if coordinator is None and not auto:
         return False
     if coordinator is not None:
         host, sep, port = coordinator.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise ValueError(f"--coordinator {coordinator!r}: expected HOST:PORT (process 0's address)")
+            raise UsageError(f"--coordinator {coordinator!r}: expected HOST:PORT (process 0's address)")
         if num_processes < 1:
-            raise ValueError(f"--num-processes must be >= 1, got {num_processes}")
+            raise UsageError(f"--num-processes must be >= 1, got {num_processes}")
         if not 0 <= process_id < num_processes:
-            raise ValueError(f"--process-id must be in [0, {num_processes}), got {process_id}")
+            raise UsageError(f"--process-id must be in [0, {num_processes}), got {process_id}")
     if jax.distributed.is_initialized():
         return True
     kwargs = {"initialization_timeout": timeout_s}
@@ -92,13 +94,13 @@ def resolve_devices(devices) -> list[jax.Device]:
         if devices.isdigit():
             devices = int(devices)
         else:
-            raise ValueError(f"devices {devices!r}: expected 'all', a count or a list of devices")
+            raise UsageError(f"devices {devices!r}: expected 'all', a count or a list of devices")
     if isinstance(devices, int):
         if not 1 <= devices <= len(every):
-            raise ValueError(f"asked for {devices} devices; this {'job' if jax.process_count() > 1 else 'machine'} "
+            raise UsageError(f"asked for {devices} devices; this {'job' if jax.process_count() > 1 else 'machine'} "
                              f"has {len(every)} ({every[0].platform})")
         if jax.process_count() > 1 and devices != len(every):
-            raise ValueError(f"a multi-host run uses every device (--devices all); asked for {devices} of "
+            raise UsageError(f"a multi-host run uses every device (--devices all); asked for {devices} of "
                              f"{len(every)}")
         return every[:devices]
     devices = list(devices)
@@ -139,7 +141,7 @@ def check_divisible(count: int, mesh: Mesh, what: str = "batch size {}") -> None
     ``what`` names them in the error, ``{}`` standing for the count."""
     n = mesh.devices.size
     if count % n:
-        raise ValueError(f"{what.format(count)} does not split evenly over {n} devices; use a multiple of {n}")
+        raise UsageError(f"{what.format(count)} does not split evenly over {n} devices; use a multiple of {n}")
 
 
 def environment_summary() -> str:

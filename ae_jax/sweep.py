@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from ae_core import ModelSpec, epoch_batches, get_spec
+from ae_core.errors import UsageError
 from ae_core.noise import epoch_noise
 from ae_core.training import TrainConfig, check_loss
 
@@ -69,7 +70,7 @@ def grid(seeds, lrs) -> list[Member]:
     if any(not v > 0 for v in lrs):
         problems.append(f"learning rates must be > 0: {lrs}")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise UsageError("; ".join(problems))
     return [Member(s, lr) for lr in lrs for s in seeds]
 
 
@@ -79,10 +80,10 @@ def parse_seeds(text: str) -> list[int]:
     for part in (p.strip() for p in str(text).split(",")):
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m:
-            raise ValueError(f"seeds {text!r}: expected ranges and numbers like 0-7 or 0,3,5")
+            raise UsageError(f"seeds {text!r}: expected ranges and numbers like 0-7 or 0,3,5")
         lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
         if hi < lo:
-            raise ValueError(f"seeds {text!r}: the range {part} is empty")
+            raise UsageError(f"seeds {text!r}: the range {part} is empty")
         seeds.extend(range(lo, hi + 1))
     return seeds
 

@@ -1,21 +1,25 @@
 """``ae-parity``: the command line.
 
-Bad arguments print a clear message and exit with code 2; data/checkpoint problems and non-finite
-losses exit with 1. This module parses the arguments and dispatches (``HANDLERS``); the commands
-themselves are in ``ae_parity.commands``.
+Exit codes (``ae_parity.exits``): 0 done / the frameworks agree; 1 a reported problem (divergence, bad
+data or checkpoint files, a non-finite loss); 2 usage (bad arguments, or a user's file that cannot be
+loaded or built); 3 an internal failure (a bug: please report it). Each failure is one line on stderr;
+``--debug`` or ``AE_PARITY_DEBUG=1`` adds the traceback. This module parses the arguments and dispatches
+(``HANDLERS``); the commands themselves are in ``ae_parity.commands``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import traceback
 
 from ae_core import DEFAULT_PRESET, DTYPES, PRESETS
 from ae_core.mnist import SOURCES
 from ae_core.optim import OPTIMIZERS
 from ae_core.training import LOSSES
 
-from . import commands
+from . import commands, exits
 
 
 class _Parser(argparse.ArgumentParser):
@@ -205,11 +209,32 @@ def _add_parity(sub) -> None:
     _data_args(par)
 
 
+def _json_object(text: str) -> dict:
+    """A JSON object (keyword arguments) on the command line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of keyword arguments like "
+                                         f"'{{\"width\": 64}}', got a {type(value).__name__}: {text!r}")
+    return value
+
+
 def _add_diagnose(sub) -> None:
     diag = sub.add_parser("diagnose", help="where does a Flax port diverge from its torch original? layer by layer")
-    diag.add_argument("--torch", required=True, metavar="FILE.py:Class", help="the torch nn.Module class")
-    diag.add_argument("--flax", required=True, metavar="FILE.py:Class",
-                      help="the flax nnx.Module class (built with rngs=nnx.Rngs(0) if it takes rngs)")
+    diag.add_argument("--torch", required=True, metavar="FILE.py:NAME",
+                      help="the torch nn.Module class, or a function returning the model (also module:NAME)")
+    diag.add_argument("--flax", required=True, metavar="FILE.py:NAME",
+                      help="the flax nnx.Module class, or a function returning the model (also module:NAME); "
+                           "called with rngs=nnx.Rngs(0) if it takes rngs and --flax-kwargs has none")
+    diag.add_argument("--torch-kwargs", type=_json_object, default=None, metavar="JSON",
+                      help="keyword arguments for the torch class or function, a JSON object: '{\"width\": 64}'")
+    diag.add_argument("--flax-kwargs", type=_json_object, default=None, metavar="JSON",
+                      help="keyword arguments for the flax class or function, a JSON object")
+    diag.add_argument("--rules", default=None, metavar="FILE.py:NAME",
+                      help="conversion rules for your own NNX layer classes, {NNX class: (ParamRule, ...)} "
+                           "(ae_jax.convert; also module:NAME), for this comparison only; subclasses inherit them")
     diag.add_argument("--weights", default=None, help="a safetensors state dict loaded into the torch model first")
     diag.add_argument("--batch", choices=("mnist", "random"), default="random",
                       help="MNIST digits (data as for the other commands) or standard normal numbers")
@@ -242,36 +267,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_demo, _add_train, _add_sweep, _add_bench, _add_parity, _add_diagnose):  # the --help order
         add(sub)
+    debug = "on a failure, print the traceback too (also AE_PARITY_DEBUG=1)"
+    parser.add_argument("--debug", action="store_true", help=debug)
+    for command in sub.choices.values():  # after the command too; SUPPRESS: not given leaves the top one
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
     return parser
 
 
-def _jax_errors() -> tuple[type[Exception], ...]:
-    """JAX-side errors to report, without importing JAX for a command that never did (torch-only runs)."""
-    sharding = sys.modules.get("ae_jax.sharding")
-    return (sharding.DistributedError,) if sharding is not None else ()
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    from ae_core.mnist import MnistFileError, MnistUnavailableError
-    from ae_core.weights import CheckpointError, StateDictError
-
-    from .compare import PortMismatchError
-    from .runner import NonFiniteLossError
-
-    reported = (MnistFileError, MnistUnavailableError, CheckpointError, StateDictError, NonFiniteLossError)
+    """Run one command; its exit code (``ae_parity.exits``: 0 ok, 1 a reported problem, 2 usage, 3 a bug)."""
+    args = build_parser().parse_args(argv)  # argparse errors: SystemExit(2)
     try:
         return HANDLERS[args.command](args)
-    except (*reported, *_jax_errors()) as e:  # evaluated when an exception is matched, after the command ran
-        print(f"ae-parity: error: {e}", file=sys.stderr)
-        return 1
-    except PortMismatchError as e:
-        print(f"ae-parity diagnose: error: {e}", file=sys.stderr)
-        return 1
-    except ValueError as e:  # arguments that parse but cannot work together
-        print(f"ae-parity {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"ae-parity {args.command}: interrupted", file=sys.stderr)
+        return exits.INTERRUPTED
+    except Exception as e:  # one line each; the traceback only when asked for
+        code, message = exits.failure(e, args.command)
+        print(message, file=sys.stderr)
+        if exits.debug_wanted(args):
+            traceback.print_exception(e)
+        return code
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ae_core import DEFAULT_PRESET
+from ae_core import DEFAULT_PRESET, UsageError
 from ae_core.optim import OptimizerConfig
 
 
@@ -29,7 +29,7 @@ def _start_distributed(args) -> bool:
     if not multihost:
         return False
     if getattr(args, "framework", "jax") != "jax":
-        raise ValueError("multi-host training is JAX's (--framework jax)")
+        raise UsageError("multi-host training is JAX's (--framework jax)")
     from ae_jax.sharding import initialize
 
     return initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
@@ -55,7 +55,7 @@ def _resumed_config(args):
     if opt != saved.optimizer:
         conflicts.append(f"optimizer {opt.to_json()} (the run has {saved.optimizer.to_json()})")
     if conflicts:
-        raise ValueError(f"--resume {args.resume}: checkpoint ({CHECKPOINT_FORMAT}) conflicts with "
+        raise UsageError(f"--resume {args.resume}: checkpoint ({CHECKPOINT_FORMAT}) conflicts with "
                          + "; ".join(conflicts))
     config = TrainConfig(epochs=args.epochs or saved.epochs, batch_size=saved.batch_size, optimizer=saved.optimizer,
                          loss=saved.loss, seed=saved.seed, dtype=saved.dtype)
@@ -83,7 +83,7 @@ def train(args) -> int:
     out = args.resume or args.out
     multihost = _start_distributed(args)
     if args.framework == "torch" and args.devices is not None:
-        raise ValueError("--devices is for --framework jax (torch trains on one device here)")
+        raise UsageError("--devices is for --framework jax (torch trains on one device here)")
     data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
     kwargs = {"impl": args.torch_impl} if args.framework == "torch" else {
         "mode": args.jax_mode, "devices": args.devices or ("all" if multihost else None)}
@@ -144,47 +144,41 @@ def parity(args) -> int:
     return run_parity(args)
 
 
-def _load_class(ref: str):
-    """``path/to/file.py:ClassName`` -> the class."""
-    import importlib.util
-    from pathlib import Path
-
-    path, sep, name = ref.rpartition(":")
-    if not sep or not path.endswith(".py") or not name:
-        raise ValueError(f"{ref!r}: expected FILE.py:ClassName")
-    if not Path(path).is_file():
-        raise ValueError(f"{ref!r}: no file {path}")
-    spec = importlib.util.spec_from_file_location(f"_ae_parity_user_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, name):
-        raise ValueError(f"{ref!r}: {path} defines no {name}")
-    return getattr(module, name)
-
-
 def _diagnose_models(args):
-    """The torch model (with --weights loaded) and the flax model, from their FILE.py:Class references.
+    """The torch model (with --weights loaded) and the flax model, from their ``FILE.py:NAME`` (or
+    ``module:NAME``) references: a class, or a factory function returning the model, called with
+    --torch-kwargs / --flax-kwargs (a flax one that takes ``rngs`` gets ``nnx.Rngs(0)`` unless given).
+    Whatever goes wrong in the user's file is one UsageError line (``ae_parity.userfiles``).
 
     The torch model is initialised under a fixed seed (in a forked RNG, so the caller's torch RNG is left
     as it was): the same command gives the same numbers and the same verdict every time."""
-    import inspect
-
     import torch
     from flax import nnx
 
-    torch_cls, flax_cls = _load_class(args.torch), _load_class(args.flax)
+    from .userfiles import build
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        tm = torch_cls()
+        tm = build(args.torch, "--torch", torch.nn.Module, "torch nn.Module", getattr(args, "torch_kwargs", None),
+                   kwargs_flag="--torch-kwargs")
     if args.weights:
         from ae_core.weights import load_safetensors
         from ae_torch.weights import load_state_dict
 
         tensors, _ = load_safetensors(args.weights)
         load_state_dict(tm, {k: torch.from_numpy(v) for k, v in tensors.items()})
-    takes_rngs = "rngs" in inspect.signature(flax_cls.__init__).parameters
-    fm = flax_cls(rngs=nnx.Rngs(0)) if takes_rngs else flax_cls()
-    return torch_cls, tm, fm
+    fm = build(args.flax, "--flax", nnx.Module, "flax nnx.Module", getattr(args, "flax_kwargs", None),
+               kwargs_flag="--flax-kwargs", defaults={"rngs": ("nnx.Rngs(0)", lambda: nnx.Rngs(0))})
+    return type(tm), tm, fm
+
+
+def _diagnose_rules(args):
+    """--rules: the user's ``{NNX class: (ParamRule, ...)}``, checked, for this comparison only."""
+    if getattr(args, "rules", None) is None:
+        return None
+    from .userfiles import load_rules
+
+    return load_rules(args.rules, "--rules")
 
 
 def _diagnose_batch(args, torch_cls):
@@ -195,7 +189,7 @@ def _diagnose_batch(args, torch_cls):
     try:
         shape = tuple(int(d) for d in str(shape).split(","))
     except ValueError:
-        raise ValueError(f"--input-shape {shape!r}: expected comma-separated ints") from None
+        raise UsageError(f"--input-shape {shape!r}: expected comma-separated ints") from None
     n = args.batch_size
     if args.batch == "random":
         return np.random.default_rng(0).standard_normal((n, *shape))
@@ -205,7 +199,7 @@ def _diagnose_batch(args, torch_cls):
     images = mnist.load("train", args.data, args.data_dir).images[:n]
     x = pixels(images, "float64")
     if x[0].size != int(np.prod(shape)):
-        raise ValueError(f"--batch mnist gives 784 values per example, not the input shape {shape}")
+        raise UsageError(f"--batch mnist gives 784 values per example, not the input shape {shape}")
     return x.reshape(n, *shape)
 
 
@@ -220,6 +214,6 @@ def diagnose(args) -> int:
     torch_cls, tm, fm = _diagnose_models(args)
     x = _diagnose_batch(args, torch_cls)
     flax_input = (lambda a: a.transpose(0, 2, 3, 1)) if args.flax_layout == "nhwc" and x.ndim == 4 else None
-    report = compare(tm, fm, x, dtype=args.dtype, mode=args.mode, tol=args.tol, flax_input=flax_input)
+    report = compare(tm, fm, x, dtype=args.dtype, mode=args.mode, tol=args.tol, flax_input=flax_input, rules=_diagnose_rules(args))
     print(report.to_json() if args.json else report.table())
     return 0 if report.ok else 1

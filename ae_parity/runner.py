@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ae_core import ModelSpec, get_spec, model_inputs
+from ae_core import ModelSpec, UsageError, get_spec, model_inputs
 from ae_core import mnist
 from ae_core.training import Checkpoint, TrainConfig
 
@@ -155,10 +155,10 @@ def _resume(run: RunDir, log) -> Checkpoint:
     ckpt, config = run.load_checkpoint(), run.config
     if ckpt.config.optimizer != config.optimizer or (ckpt.config.batch_size, ckpt.config.seed, ckpt.config.loss) != (
             config.batch_size, config.seed, config.loss):
-        raise ValueError(f"{run.checkpoint}: the run was trained with {ckpt.config.to_json()}; resuming needs the "
+        raise UsageError(f"{run.checkpoint}: the run was trained with {ckpt.config.to_json()}; resuming needs the "
                          f"same optimizer, batch size, seed and loss")
     if ckpt.epoch >= config.epochs:
-        raise ValueError(f"{run.checkpoint} already holds {ckpt.epoch} epochs; ask for more than that to resume")
+        raise UsageError(f"{run.checkpoint} already holds {ckpt.epoch} epochs; ask for more than that to resume")
     run.keep_epochs(ckpt.epoch)
     log(f"resuming {ckpt.framework} checkpoint {run.checkpoint} (epoch {ckpt.epoch}, step {ckpt.step}) "
         f"in {run.framework}")

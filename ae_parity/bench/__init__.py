@@ -12,6 +12,8 @@ loop, the compile-time and FLOP helpers the three share.
 
 from __future__ import annotations
 
+from ae_core import UsageError
+
 from .common import gemm_only_ms, matmul_flops_per_example, measured_matmul_gflops, sized
 from .jax_only import run_jax_bench
 from .report import BenchReport
@@ -30,7 +32,7 @@ def run_from_args(args) -> BenchReport:
     if args.jax_only:
         return run_jax_bench(args.preset, args.batch_sizes, args.epochs, size=args.size, **common)
     if args.size is not None:
-        raise ValueError("--size is for --jax-only and --sweep (the side-by-side bench reads the files)")
+        raise UsageError("--size is for --jax-only and --sweep (the side-by-side bench reads the files)")
     return run_bench(args.preset, args.batch_sizes, args.epochs, include_loader=not args.no_loader, **common)
 
 

@@ -28,7 +28,7 @@ import functools
 import time
 from dataclasses import asdict, dataclass
 
-from ae_core import get_spec, mnist
+from ae_core import UsageError, get_spec, mnist
 from ae_core.training import TrainConfig
 
 from ..runner import load_data
@@ -74,7 +74,7 @@ def _make_variants(framework: str, preset: str, config: TrainConfig, source: str
 
         if include_loader:
             if spec.input not in ("mnist", "mnist_image"):
-                raise ValueError(f"the tutorial DataLoader variant reads images; {spec.name} eats {spec.input} "
+                raise UsageError(f"the tutorial DataLoader variant reads images; {spec.name} eats {spec.input} "
                                  f"(use --no-loader)")
             dataset = mnist_dataset("train", source, data_dir, transform=T.ToTensor())  # (1, 28, 28)
             dataset.data, dataset.targets = dataset.data[: len(data.x_train)], dataset.targets[: len(data.x_train)]
