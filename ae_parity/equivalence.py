@@ -147,6 +147,8 @@ def format_tost(result: Tost, margin_note: str) -> list[str]:
         lines.append(f"verdict: EQUIVALENT within +-{r.margin:.3g} (both p < {r.alpha:g}; the {pct} CI lies inside "
                      "the margin)")
     else:
+        where = ("lies entirely outside the margin: the difference exceeds it" if r.ci_low > r.margin
+                 or r.ci_high < -r.margin else "reaches outside the margin")
         lines.append(f"verdict: NOT SHOWN EQUIVALENT within +-{r.margin:.3g} (TOST p = {r.p:.3g} >= {r.alpha:g}; "
-                     f"the {pct} CI reaches outside the margin)")
+                     f"the {pct} CI {where})")
     return lines
