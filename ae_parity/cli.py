@@ -179,6 +179,53 @@ def _add_sweep(sub) -> None:
     _data_args(sweep)
 
 
+def _margin(text: str):
+    from .equivalence import parse_margin
+
+    try:
+        return parse_margin(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"expected a level between 0 and 0.5, got {text!r}")
+    return value
+
+
+def _add_validate(sub) -> None:
+    from .equivalence import DEFAULT_ALPHA, DEFAULT_MARGIN
+
+    val = sub.add_parser("validate", help="every seed trained in torch and in JAX (one vmapped sweep); a paired "
+                                          "equivalence test (TOST) of the final eval losses; exit 0 = equivalent")
+    val.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    val.add_argument("--seeds", type=_seed_list, default=list(range(8)),
+                     help="at least 2 seeds: 0-7 (default), 0,3,5 or 0-3,10; seed s is the same run in both")
+    val.add_argument("--epochs", type=_positive(int), default=10)
+    val.add_argument("--batch-size", type=_positive(int), default=32)
+    val.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
+    val.add_argument("--lr", type=_positive(float), default=1e-3)
+    val.add_argument("--weight-decay", type=_non_negative_float, default=None,
+                     help="default: torch's default for the optimizer (adam 0, adamw 1e-2, sgd 0)")
+    val.add_argument("--momentum", type=_non_negative_float, default=None, help="sgd only (default 0)")
+    val.add_argument("--nesterov", action="store_true", default=None, help="sgd with momentum only")
+    val.add_argument("--loss", choices=LOSSES, default=None, help="default: vae for a VAE, else mse")
+    val.add_argument("--dtype", choices=DTYPES, default="float32")
+    val.add_argument("--limit", type=_positive(int), default=None, help="train on the first N examples only")
+    val.add_argument("--margin", type=_margin, default=DEFAULT_MARGIN,
+                     help="equivalence margin: a percentage of torch's mean final eval loss (e.g. 1%%), or an absolute "
+                          "loss difference (e.g. 0.0005); default " + DEFAULT_MARGIN.replace("%", "%%"))
+    val.add_argument("--alpha", type=_alpha, default=DEFAULT_ALPHA, help=f"test level (default {DEFAULT_ALPHA})")
+    val.add_argument("--out", default="runs/validate", help="run directories of both frameworks, validate.json")
+    val.add_argument("--plot", default=None, help="the eval-loss curves PNG (default OUT/eval_curves.png)")
+    _data_args(val)
+
+
 def _add_bench(sub) -> None:
     bench = sub.add_parser("bench", help="training speed side by side: tutorial loop, torch eager, jax step, jax scan")
     bench.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
@@ -256,6 +303,7 @@ HANDLERS = {
     "demo": commands.demo,
     "train": commands.train,
     "sweep": commands.sweep,
+    "validate": commands.validate,
     "bench": commands.bench,
     "parity": commands.parity,
     "diagnose": commands.diagnose,
@@ -265,7 +313,7 @@ HANDLERS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ae-parity", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_demo, _add_train, _add_sweep, _add_bench, _add_parity, _add_diagnose):  # the --help order
+    for add in (_add_demo, _add_train, _add_sweep, _add_validate, _add_bench, _add_parity, _add_diagnose):  # the --help order
         add(sub)
     debug = "on a failure, print the traceback too (also AE_PARITY_DEBUG=1)"
     parser.add_argument("--debug", action="store_true", help=debug)

@@ -121,6 +121,32 @@ def sweep(args) -> int:
     return 0 if summary["best"] is not None else 1
 
 
+def validate(args) -> int:
+    """``ae-parity validate``: every seed in torch and in JAX, a paired TOST of the final eval losses; 0 when
+    shown equivalent, 1 when not (or a run diverged)."""
+    from ae_core import get_spec
+    from ae_core.training import TrainConfig, default_loss
+
+    from .runner import load_data
+    from .validate import DivergedError, check_seeds, format_report, validate_run
+
+    seeds = check_seeds(args.seeds)  # before any data is read or model trained
+    spec = get_spec(args.preset)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer_config(args),
+                         loss=args.loss or default_loss(spec), seed=seeds[0], dtype=args.dtype)
+    data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
+    try:
+        summary = validate_run(spec, config, seeds, args.out, data=data, margin=args.margin, alpha=args.alpha,
+                               plot=args.plot, log=lambda m: print(m, file=sys.stderr))
+    except DivergedError as e:
+        print(f"ae-parity validate: error: {e}", file=sys.stderr)
+        return 1
+    print(format_report(summary))
+    print(f"wrote {args.out}/validate.json, {summary['plot']}, {args.out}/torch/ and {args.out}/jax/ (one run "
+          "directory per seed)")
+    return 0 if summary["verdict"] == "equivalent" else 1
+
+
 def bench(args) -> int:
     """``ae-parity bench``: the handler is ``ae_parity.bench.command``."""
     from .bench import command

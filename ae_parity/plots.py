@@ -1,4 +1,5 @@
-"""The demo's pictures: reconstructions, loss curves, latent scatter (matplotlib, no screen needed)."""
+"""The pictures: reconstructions, loss curves, latent scatter (the demo), eval curves of many seeds (validate);
+matplotlib, no screen needed."""
 
 from __future__ import annotations
 
@@ -57,6 +58,23 @@ def loss_curves(path, runs: dict[str, dict], title: str) -> Path:
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def eval_curves(path, torch_curves: dict, jax_curves: dict, title: str) -> Path:
+    """Per-epoch eval loss of many seeds in both frameworks: one line per seed, one colour per framework."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, curves, color, ls in (("torch", torch_curves, "tab:red", "-"), ("jax", jax_curves, "tab:blue", "--")):
+        for i, curve in enumerate(curves.values()):
+            ax.plot(np.arange(1, len(curve) + 1), curve, color=color, ls=ls, lw=1.0, alpha=0.75, marker=".",
+                    label=f"{name} ({len(curves)} seeds)" if i == 0 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("eval loss (test split)")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
