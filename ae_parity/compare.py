@@ -243,6 +243,8 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
         random = random_stage(pair, fresh, trace)
         buffers = buffer_stage(pair)
         grads, grads_j = grad_stage(pair, out, target)
-        steps = step_stage(pair, start, grads_j, optimizer or OptimizerConfig("sgd", lr=0.1))
+        steps = step_stage(pair, start, grads_j, optimizer or OptimizerConfig("sgd", lr=0.1)) if grads else []
+    if not grads:
+        notes.append("gradients and the step not compared: the first output arrays differ in shape")
     entries = dtypes + random + forward + buffers + grads + steps
     return Report(dtype, mode, entries, first_divergence(entries), notes + forward_notes)

@@ -23,10 +23,11 @@ from .trace import CODE, CONTAINER, INPUT, MODULE, OP, TorchTrace
 
 @dataclass
 class OutputInfo:
-    """What the gradient stage needs of the forward: the first output array's shapes and flax layout."""
+    """What the gradient stage needs of the forward: the first output array's shapes (both in torch's
+    layout) and whether the flax one is channels-last."""
 
     torch_shape: tuple[int, ...]
-    flax_shape: tuple[int, ...]
+    flax_torch_shape: tuple[int, ...]
     flax_channels_last: bool
 
 
@@ -41,6 +42,7 @@ class Rows:
         self.pair, self.trace, self.records = pair, trace, records
         self.ref = reference.by_key() if reference is not None else {}
         self.covered = {i for i, n in enumerate(trace.nodes) if n.kind == INPUT}
+        self.agreed = {i: True for i in self.covered}  # node -> whether its compared value agreed
         self.entries: list = []
 
     # ------------------------------------------------------------------------------ helpers ----
@@ -74,16 +76,17 @@ class Rows:
             return dtype_hint(self.pair.dtype, flax_dtype) + " | " + hint
         return hint
 
-    def add(self, name, ttype, ftype, jv, tv, ref_key, *, note="", hint="", flax_dtype=""):
+    def add(self, name, ttype, ftype, jv, tv, ref_key, *, note="", hint="", flax_dtype="", cl=False):
         ref = self.ref_value(*ref_key) if ref_key else None
-        note = "; ".join(p for p in (note, flax_dtype and flax_dtype != self.pair.dtype and f"flax {flax_dtype}") if p)
+        note = "; ".join(p for p in (note, flax_dtype and flax_dtype != self.pair.dtype and f"flax {flax_dtype}",
+                                     cl and np.ndim(jv) >= 3 and "flax channels-last") if p)
         e = self.pair.entry("forward", name, ttype, ftype, jv, tv, note=note, ref=ref,
                             hint=self.with_dtype(hint, flax_dtype))
         self.entries.append(e)
         return e
 
     # ---------------------------------------------------------------------------------- rows ----
-    def chain_row(self, chain: list[int], ref, jv, flax_dtype: str, where: str) -> None:
+    def chain_row(self, chain: list[int], ref, jv, flax_dtype: str, where: str, cl: bool = False) -> None:
         nodes = self.trace.nodes
         hints = [h for h in dict.fromkeys(self.node_hint(j) for j in chain) if h]
         quiet = [nodes[j].key for j in chain if not self.node_hint(j)]
@@ -91,18 +94,21 @@ class Rows:
             hints.append(f"(also on the path, no known pitfall: {', '.join(quiet)})")
         hint = " | ".join(hints) or "functional code with no known pitfall: compare the flax code with torch's line by line"
         labels = ", ".join(dict.fromkeys(nodes[j].label for j in chain))
-        self.add(", ".join(nodes[j].key for j in chain), labels, "-", jv, self.trace.value(ref),
-                 (nodes[ref[0]].key, ref[1]), note=f"= {where}", hint=hint, flax_dtype=flax_dtype)
+        e = self.add(", ".join(nodes[j].key for j in chain), labels, "-", jv, self.trace.value(ref),
+                     (nodes[ref[0]].key, ref[1]), note=f"= {where}", hint=hint, flax_dtype=flax_dtype, cl=cl)
         self.covered.update(chain)
+        self.agreed.update((j, e.ok) for j in chain)
 
     def compare_input(self, node, call) -> None:
         if node.input is None or call.input is None:
             return
         chain = self.chain(node.input)
         if chain:
-            self.chain_row(chain, node.input, call.input, call.input_dtype, f"the input of {node.key}")
+            self.chain_row(chain, node.input, call.input, call.input_dtype, f"the input of {node.key}", call.input_cl)
             return
         src = self.trace.nodes[node.input[0]]
+        if not self.agreed.get(node.input[0], False):
+            return  # the value itself diverged already: its own row says so
         e = self.pair.entry("forward", f"(flax code before {node.key})", "-", call.type, call.input,
                             self.trace.value(node.input), ref=self.ref_value(src.key, node.input[1]),
                             hint=f"torch gives {node.key} the value of {src.key} unchanged and that value agrees; the "
@@ -110,20 +116,21 @@ class Rows:
         if not e.ok:
             self.entries.append(e)
 
-    def leaf_rows(self, prefix, ttype, ftype, torch_leaves: dict, flax_leaves: dict, flax_dtypes: dict,
-                  ref_key, hint) -> None:
-        """One row per output array when both sides give the same structure, else the first arrays."""
+    def leaf_rows(self, prefix, ttype, torch_leaves: dict, call, ref_key, hint) -> list[bool]:
+        """One row per output array when both sides give the same structure, else the first arrays; their
+        verdicts."""
+        flax_leaves = call.leaves
         if list(torch_leaves) == list(flax_leaves):
             pairs, note = [(p, p) for p in torch_leaves], ""
         elif torch_leaves and flax_leaves:
             pairs = [(next(iter(torch_leaves)), next(iter(flax_leaves)))]
             note = f"torch gives {len(torch_leaves)} array(s), flax {len(flax_leaves)}: the first compared"
         else:
-            return
+            return []
         single = len(pairs) == 1 and len(torch_leaves) == 1
-        for tp, fp in pairs:
-            self.add(prefix if single or note else prefix + tp, ttype, ftype, flax_leaves[fp], torch_leaves[tp],
-                     (ref_key, tp), note=note, hint=hint, flax_dtype=flax_dtypes.get(fp, ""))
+        return [self.add(prefix if single or note else prefix + tp, ttype, call.type, flax_leaves[fp],
+                         torch_leaves[tp], (ref_key, tp), note=note, hint=hint, flax_dtype=call.dtypes[fp],
+                         cl=call.channels_last[fp]).ok for tp, fp in pairs]
 
     def module(self, i: int, node) -> None:
         calls = self.records.get(node.module, [])
@@ -136,36 +143,41 @@ class Rows:
             for path, ref in node.returns:
                 chain = self.chain(ref)
                 if chain and path in call.leaves:
-                    self.chain_row(chain, ref, call.leaves[path], call.dtypes[path], f"the output of {node.key}")
+                    self.chain_row(chain, ref, call.leaves[path], call.dtypes[path], f"the output of {node.key}",
+                                   call.channels_last[path])
             self.covered.update(ref[0] for _, ref in node.returns)
-        self.leaf_rows(node.key, node.label, call.type, node.leaves, call.leaves, call.dtypes, node.key,
-                       module_hint(self.pair.torch_modules[node.module]))
+        ok = self.leaf_rows(node.key, node.label, node.leaves, call, node.key,
+                            module_hint(self.pair.torch_modules[node.module]))
         self.covered.add(i)
+        self.agreed[i] = bool(ok) and all(ok)
+        for _, ref in node.returns:  # a container's output is compared as its own
+            self.agreed.setdefault(ref[0], self.agreed[i])
 
     def outputs(self, flax_outputs, flax_structure: str, model_types) -> None:
-        torch_refs = dict(self.trace.output)
-        flax = {p: (v, dt) for p, v, _, dt in flax_outputs}
-        same = list(torch_refs) == list(flax)
-        if not same and len(flax) > 1 and len(torch_refs) > 1:
+        """The model's output arrays, leaf by leaf; when the structures differ, one entry saying so (unless
+        the flax model returns a single array: the reconstruction) and the first arrays compared."""
+        torch_out = self.trace.output
+        flax = {p: (v, dt, cl) for p, v, cl, dt in flax_outputs}
+        same = [p for p, _ in torch_out] == list(flax)
+        if not same and len(flax) > 1 and len(torch_out) > 1:
             self.entries.append(self.pair.check(
                 "forward", "<output>", *model_types, f"structure differs: torch {self.trace.output_structure}, "
                 f"flax {flax_structure}; the first arrays compared",
                 hint=f"the models return different structures (torch {self.trace.output_structure} of "
-                     f"{len(torch_refs)} arrays, flax {flax_structure} of {len(flax)}): return the same"))
-        for path, ref in self.trace.output:
+                     f"{len(torch_out)} arrays, flax {flax_structure} of {len(flax)}): return the same"))
+        if same:
+            pairs = [(p, ref, p) for p, ref in torch_out]
+        else:
+            pairs = [(*torch_out[0], next(iter(flax)))] if torch_out and flax else []
+        for tp, ref, fp in pairs:
+            value, dtype, cl = flax[fp]
+            name = "<output>" if len(torch_out) == 1 else f"<output>{tp}"
             chain = self.chain(ref)
-            fpath = path if same else next(iter(flax), None)
-            if chain and fpath is not None:
-                self.chain_row(chain, ref, flax[fpath][0], flax[fpath][1], f"<output>{path}")
-            if not same:
-                break
-        torch_leaves = {p: self.trace.value(r) for p, r in self.trace.output}
-        refs = {p: (self.trace.nodes[r[0]].key, r[1]) for p, r in self.trace.output}
-        for tp, fp in ([(p, p) for p in torch_leaves] if same else [(next(iter(torch_leaves)), next(iter(flax)))]
-                       if torch_leaves and flax else []):
-            name = "<output>" if same and len(torch_leaves) == 1 else f"<output>{tp}"
-            self.add(name, *model_types, flax[fp][0], torch_leaves[tp], refs[tp], flax_dtype=flax[fp][1],
-                     hint="the model output: the code after the last compared module")
+            if chain:
+                self.chain_row(chain, ref, value, dtype, name, cl)
+            self.add(name, *model_types, value, self.trace.value(ref), (self.trace.nodes[ref[0]].key, ref[1]),
+                     flax_dtype=dtype, cl=cl, hint="the model output: the code after the last compared module",
+                     note="" if same else f"flax {fp or 'output'}")
 
 
 def forward_rows(pair, trace: TorchTrace, records, flax_outputs, flax_structure: str, reference=None):
@@ -199,5 +211,4 @@ def trace_kind(trace: TorchTrace, module: str) -> str:
 def first_output(trace: TorchTrace, flax_outputs) -> OutputInfo:
     t = trace.value(trace.output[0][1]) if trace.output else np.zeros(0)
     f = flax_outputs[0] if flax_outputs else ("", np.zeros(0), False, "")
-    return OutputInfo(tuple(t.shape), tuple(np.moveaxis(f[1], 1, -1).shape) if f[2] and f[1].ndim >= 3
-                      else tuple(f[1].shape), f[2])
+    return OutputInfo(tuple(t.shape), tuple(f[1].shape), f[2])

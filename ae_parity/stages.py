@@ -139,8 +139,10 @@ def dtype_stage(pair: Pair) -> list[Entry]:
 
     from ae_jax.convert import bindings
 
-    bad = [b for b in bindings(pair.flax_model, pair.rules)
-           if not b.rule.integer and np.dtype(b.variable.dtype).name != pair.dtype]
+    order = {rename(k, pair.names): i for i, k in enumerate(pair.torch_model.state_dict())}
+    bad = sorted((b for b in bindings(pair.flax_model, pair.rules)
+                  if not b.rule.integer and np.dtype(b.variable.dtype).name != pair.dtype),
+                 key=lambda b: order.get(b.name, len(order)))  # in torch's order
     if not bad:
         return []
     want = f"jnp.{pair.dtype}"
@@ -237,6 +239,8 @@ def grad_stage(pair: Pair, out: OutputInfo, target=None) -> tuple[list[Entry], d
     tm = pair.torch_model
     x, kwargs = pair.torch_inputs()
     target = _mse_target(pair, target, out.torch_shape)
+    if out.flax_torch_shape != target.shape:  # already a shape mismatch of the forward stage
+        return [], {}
     tm.zero_grad(set_to_none=True)
     with seeded(RANDOM_SEEDS[0]):
         recon = leaves(tm(x, **kwargs), is_array)[0][1]
@@ -245,11 +249,12 @@ def grad_stage(pair: Pair, out: OutputInfo, target=None) -> tuple[list[Entry], d
     ftarget = jnp.asarray(np.moveaxis(target, 1, -1) if out.flax_channels_last and target.ndim >= 3 else target)
     fkwargs = pair.flax_kwargs()
 
-    def loss_fn(p, r):
-        first = leaves(nnx.merge(graphdef, p, r, copy=True)(pair.flax_x, **fkwargs), is_array)[0][1]
+    def loss_fn(p):  # eager: its ops are compiled once per shape and reused by every later comparison
+        first = leaves(nnx.merge(graphdef, p, rest, copy=True)(pair.flax_x, **fkwargs), is_array)[0][1]
         return jnp.mean(jnp.square(first - ftarget))
 
-    grads_j = to_torch_layout(pair.flax_model, jax.grad(loss_fn)(params, rest), pair.rules)
+    grads = jax.grad(loss_fn)(params)
+    grads_j = to_torch_layout(pair.flax_model, grads, pair.rules)
     scale = module_scales({tname: p.grad.numpy() for tname, p in tm.named_parameters() if p.grad is not None})
     entries = []
     for tname, p in tm.named_parameters():

@@ -45,8 +45,9 @@ def structure(obj) -> str:
     """A short description of an output's structure: "array", "list[5]", "tuple[array, tuple[2]]"..."""
     if is_array(obj):
         return "array"
-    if isinstance(obj, (tuple, list, dict)):
-        return f"{type(obj).__name__}[{len(obj)}]"
+    for kind in (list, tuple, dict):  # (torch.fx gives immutable_list / immutable_dict)
+        if isinstance(obj, kind):
+            return f"{kind.__name__}[{len(obj)}]"
     return type(obj).__name__
 
 
@@ -166,14 +167,14 @@ def trace_torch(model, x, kwargs: dict | None = None) -> tuple[Any, TorchTrace]:
                 f"module hooks used instead: the code between modules is compared but not named")
         return _hook_trace(model, x, kwargs, note)
     values = [x] + [kwargs.get(n, concrete.get(n)) for n in names]
-    return _GraphRun(gm, tracer.containers).run(values)
+    return _GraphRun(model, gm, tracer.containers).run(values)
 
 
 class _GraphRun:
     """One interpreted run of a traced graph, building the :class:`TNode` list."""
 
-    def __init__(self, gm, containers):
-        self.gm, self.nodes, self.refs = gm, [], {}  # refs: fx node -> [(path in its value, Ref)]
+    def __init__(self, root, gm, containers):
+        self.root, self.gm, self.nodes, self.refs = root, gm, [], {}  # refs: fx node -> [(path in its value, Ref)]
         self.after: dict[Any, list] = {}
         for c in containers:
             self.after.setdefault(c[3], []).append(c)
@@ -236,7 +237,7 @@ class _GraphRun:
 
     def add_container(self, name, args, returned) -> None:
         inputs, rets = self.refs_of(args), self.refs_of(returned)
-        node = TNode(self.count.key(name), CONTAINER, type(self.gm.get_submodule(name)).__name__, name,
+        node = TNode(self.count.key(name), CONTAINER, type(self.root.get_submodule(name)).__name__, name,
                      input=inputs[0][1] if inputs else None, returns=rets)
         node.leaves = {p: self.nodes[r[0]].leaves[r[1]] for p, r in rets}
         self.nodes.append(node)
