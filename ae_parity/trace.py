@@ -283,9 +283,9 @@ def _hook_trace(model, x, kwargs: dict, note: str) -> tuple[Any, TorchTrace]:
             known[id(t)] = (t, (len(nodes) - 1, ""))
         return known[id(t)][1]
 
-    def register(value, i: int) -> None:
+    def register(value, i: int) -> None:  # the latest producer: an in-place module (ReLU(inplace=True)) wins
         for p, t in leaves(value, _is_tensor):
-            known.setdefault(id(t), (t, (i, p)))
+            known[id(t)] = (t, (i, p))
 
     for name, t in [("x", x), *kwargs.items()]:
         if _is_tensor(t):
