@@ -38,8 +38,8 @@ import numpy as np
 from ae_core.optim import OptimizerConfig
 
 from .hints import hints
-from .stages import (Entry, Pair, buffer_stage, dtype_stage, forward_stage, grad_stage, random_stage, rename,
-                     step_stage)
+from .stages import (Entry, Pair, buffer_stage, cast_inputs, dtype_stage, forward_stage, grad_stage, random_stage,
+                     rename, step_stage)
 
 DEFAULT_TOL = {"float32": 1e-5, "float64": 1e-10}
 LAYOUTS = ("nchw", "nhwc")
@@ -225,7 +225,7 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
     x = np.asarray(x, dtype=dtype)
     flax_x = jnp.asarray(flax_input(x) if flax_input else x)
     pair = Pair(tm, flax_model, x, flax_x, dtype, DEFAULT_TOL[dtype] if tol is None else tol, names, rules,
-                dict(forward_kwargs or {}), _input_channels_last(x, flax_x, given_cl), output_cl,
+                cast_inputs(forward_kwargs or {}, dtype), _input_channels_last(x, flax_x, given_cl), output_cl,
                 use_reference=dtype == "float32" and tol is None)
     notes = [f"the torch model is {', '.join(torch_dtypes)}: compared as a {dtype} copy"] \
         if torch_dtypes and torch_dtypes != [dtype] else []

@@ -96,15 +96,21 @@ class Pair:
         return self.flax_types.get(name.rsplit(".", 1)[0], "?")
 
     def torch_inputs(self, model_dtype=None):
+        """The batch and the further forward arguments as torch takes them; floating arrays in the
+        comparison dtype (upcast from it for the float64 reference), others as they are."""
         import torch
 
-        x = torch.from_numpy(np.asarray(self.x, dtype=model_dtype or self.dtype))
-        return x, {k: torch.from_numpy(np.asarray(v, dtype=model_dtype or self.dtype)) for k, v in self.kwargs.items()}
+        def cast(v):
+            if not isinstance(v, np.ndarray):
+                return v
+            return torch.from_numpy(v.astype(model_dtype) if model_dtype and v.dtype.kind == "f" else v.copy())
+
+        return cast(self.x), {k: cast(v) for k, v in self.kwargs.items()}
 
     def flax_kwargs(self):
         import jax.numpy as jnp
 
-        return {k: jnp.asarray(np.asarray(v, dtype=self.dtype)) for k, v in self.kwargs.items()}
+        return {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in self.kwargs.items()}
 
     def entry(self, stage, name, ttype, ftype, jv, tv, *, note="", scale=None, hint="", ref=None) -> Entry:
         jv, tv = np.asarray(jv), np.asarray(tv)
@@ -121,6 +127,15 @@ class Pair:
 
     def check(self, stage, name, ttype, ftype, note, *, hint, shape=()) -> Entry:
         return Entry(stage, name, ttype, ftype, tuple(shape), float("inf"), float("inf"), 0.0, note, hint, "check")
+
+
+def cast_inputs(kwargs: Mapping, dtype: str) -> dict:
+    """Further forward arguments: floating arrays (and lists of numbers) in ``dtype``, anything else as it is."""
+    out = {}
+    for k, v in kwargs.items():
+        a = np.asarray(v) if isinstance(v, (np.ndarray, list)) or hasattr(v, "__array__") else None
+        out[k] = a.astype(dtype) if a is not None and a.dtype.kind == "f" else (a if a is not None else v)
+    return out
 
 
 def rename(name: str, names: Mapping[str, str] | None) -> str:
