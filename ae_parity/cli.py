@@ -291,6 +291,9 @@ def _add_diagnose(sub) -> None:
     diag.add_argument("--batch-size", type=_positive(int), default=16)
     diag.add_argument("--flax-layout", choices=("nchw", "nhwc"), default="nchw",
                       help="nhwc: images go to the flax model channels-last")
+    diag.add_argument("--flax-output-layout", choices=("nchw", "nhwc"), default=None,
+                      help="the layout of the flax model's image outputs (default: as the modules that made them "
+                           "say, else --flax-layout)")
     diag.add_argument("--mode", choices=("eval", "train"), default="eval")
     diag.add_argument("--dtype", choices=DTYPES, default="float64")
     diag.add_argument("--tol", type=_positive(float), default=None, help="relative tolerance (default 1e-10 / 1e-5)")

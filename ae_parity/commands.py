@@ -231,6 +231,8 @@ def _diagnose_batch(args, torch_cls):
 
 def diagnose(args) -> int:
     """``ae-parity diagnose``: where a Flax port diverges from its torch original; 1 when it does."""
+    import numpy as np
+
     from .compare import compare
 
     if args.dtype == "float64":  # before the flax model is built, or its float64 parameters become float32
@@ -239,7 +241,10 @@ def diagnose(args) -> int:
         enable_x64()
     torch_cls, tm, fm = _diagnose_models(args)
     x = _diagnose_batch(args, torch_cls)
-    flax_input = (lambda a: a.transpose(0, 2, 3, 1)) if args.flax_layout == "nhwc" and x.ndim == 4 else None
-    report = compare(tm, fm, x, dtype=args.dtype, mode=args.mode, tol=args.tol, flax_input=flax_input, rules=_diagnose_rules(args))
+    channels_last = args.flax_layout == "nhwc" and x.ndim >= 3
+    flax_input = (lambda a: np.moveaxis(a, 1, -1)) if channels_last else None
+    report = compare(tm, fm, x, dtype=args.dtype, mode=args.mode, tol=args.tol, flax_input=flax_input,
+                     flax_layout="nhwc" if channels_last else "nchw",
+                     flax_output_layout=getattr(args, "flax_output_layout", None), rules=_diagnose_rules(args))
     print(report.to_json() if args.json else report.table())
     return 0 if report.ok else 1
