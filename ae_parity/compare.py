@@ -38,8 +38,19 @@ import numpy as np
 from ae_core.optim import OptimizerConfig
 
 from .hints import hints
-from .stages import (Entry, Pair, buffer_stage, cast_inputs, dtype_stage, forward_stage, grad_stage, random_stage,
-                     rename, step_stage)
+from .stages import (
+    Entry,
+    Pair,
+    buffer_stage,
+    cast_inputs,
+    dtype_stage,
+    forward_stage,
+    grad_stage,
+    random_stage,
+    rename,
+    step_stage,
+)
+from .verdict import REFERENCE_FLOOR_ULPS, REFERENCE_K
 
 DEFAULT_TOL = {"float32": 1e-5, "float64": 1e-10}
 LAYOUTS = ("nchw", "nhwc")
@@ -237,7 +248,8 @@ def compare(torch_model, flax_model, x, *, target=None, dtype: str = "float64", 
             pair.reference = copy.deepcopy(tm).double()
             notes.append("float32 forward rows and buffers: jax err / torch err = each side's error against a "
                          "float64 reference (the same weights upcast), relative to its scale; passes when jax err "
-                         "<= 4 x torch err + 4 ulps (ae_parity.parity); gradients and steps: 1e-5 relative")
+                         f"<= {REFERENCE_K:g} x torch err + {REFERENCE_FLOOR_ULPS} ulps (ae_parity.verdict); "
+                         "gradients and steps: 1e-5 relative")
         dtypes = dtype_stage(pair)
         forward, forward_notes, out, trace = forward_stage(pair)
         random = random_stage(pair, fresh, trace)

@@ -37,13 +37,14 @@ TOLERANCES = {
 
 
 # The float32 criterion (see the module docstring), chosen from measurement (docs/porting.md, "float32
-# verdicts"; 276 output and loss rows: every preset, batches 16/64/256, seeds 0/1, this 2-core CPU): JAX's
-# error over torch's is 1.01 at the median and at most 3.07 where torch's error is 2 ulps or more; the
-# most any row needed beyond 4 x torch's error was 1.78 ulps (conv_bn codes in train mode: JAX 8.6 ulps
-# from the reference, torch 1.7). K = 4 and a 4-ulp floor leave a margin of 1.3x and 2.2x. Gradient and
-# step rows, measured the same way over every preset, batches 16-256, seeds 0-4, 1 and 2 threads, fall
-# within the same K and floor (docs/porting.md).
-REFERENCE_K = 4.0
+# verdicts": every preset, batches 16-256, seeds 0-4, 1 and 2 threads on each side, this 2-core CPU).
+# K = 8: XLA:CPU's float32 dot products accumulate less accurately than torch's (MKL / oneDNN) as the
+# contraction grows -- relative to the output's scale, over 64 / 256 / 1568 / 4096 terms: XLA 1.2 / 3.4 /
+# 6.0 / 7.8 ulps, torch 1.2 / 2.1 / 1.9 / 1.9 -- so a Linear on a flattened conv feature map (1568 inputs)
+# puts JAX's codes at up to 5.1x torch's error (conv encodings: JAX 14.6 ulps, torch 2.9). That is XLA's
+# summation, not a porting error, and K = 4 passed it only by the floor. The floor, 4 ulps of the
+# tensor's scale, covers rows where torch happens to be almost exact.
+REFERENCE_K = 8.0
 REFERENCE_FLOOR_ULPS = 4
 # The groups judged by the reference criterion in float32: all of them. Gradients and steps need each
 # run's own reference (ReLU kinks, ae_parity.reference): each float32 run is judged against float64 that

@@ -46,9 +46,9 @@ def test_the_float32_verdict_is_relative_to_torchs_own_float32_error():
     torch32 = ref + 1e-6 * rng.standard_normal(1000)  # an ill-conditioned computation: torch 1e-6 off
     assert make_row("x", "forward", ref + 2e-6 * rng.standard_normal(1000), torch32, "float32", reference=ref).ok
     tight = ref.astype(np.float32).astype(np.float64)  # torch at float32 rounding of the truth
-    planted = tight + 1e-6 * ref  # a real 1e-6 relative error (8 ulps): within the old abs 1e-6 target
+    planted = tight + 3e-6 * ref  # a real 3e-6 relative error (25 ulps): within the old abs 1e-6 target
     row = make_row("x", "forward", planted, tight, "float32", reference=ref)
-    assert not row.ok and row.max_abs < 1e-6 and row.ratio > 10
+    assert not row.ok and row.max_abs < 1e-6 and row.ratio > 2 * REFERENCE_K
     assert isinstance(row, Row) and row.kind == "ref"
 
 
@@ -161,3 +161,21 @@ def test_jax_relu_inputs_come_from_the_gradients_own_computation(train):
     assert [a.shape for a in seen] == [a.shape for a in torch_seen] and len(seen) == 4
     for a, b in zip(seen, torch_seen):
         assert diff(a, b)[1] < 1e-5  # the same pre-activations, to float32 rounding
+
+
+def test_xla_float32_dot_products_meet_the_criterion_that_was_set_for_them():
+    """Why REFERENCE_K is 8, not 4: XLA:CPU's float32 dot products accumulate less accurately than torch's
+    as the contraction grows (measured here: 6.0 vs 1.9 ulps of the output's scale over 1568 terms, 7.8 vs
+    1.9 over 4096). A Linear of that width on ReLU outputs -- the conv preset's code layer -- must pass."""
+    import jax.numpy as jnp
+    import torch
+
+    rng = np.random.default_rng(0)
+    for k in (256, 1568, 4096):
+        x = np.maximum(rng.standard_normal((64, k)), 0).astype(np.float32)
+        w = (rng.uniform(-1, 1, (16, k)) / np.sqrt(k)).astype(np.float32)
+        exact = x.astype(np.float64) @ w.T.astype(np.float64)
+        xla = np.asarray(jnp.dot(jnp.asarray(x), jnp.asarray(w.T), precision="highest"))
+        row = make_row(f"dot {k}", "forward", xla, (torch.from_numpy(x) @ torch.from_numpy(w).T).numpy(), "float32",
+                       reference=exact)
+        assert row.ok, (k, row.jax_err, row.torch_err)
