@@ -26,8 +26,8 @@ def float32_table(path: str, threads: int) -> list[str]:
             worst = max((r for r in rows if r["preset"] == preset and r["group"] == g), key=lambda r: r["jax_err"])
             cells.append(f"{worst['jax_err'] / eps:.1f} / {worst['torch_err'] / eps:.1f}")
         mine = [r for r in rows if r["preset"] == preset]
-        ratio = max(r["jax_err"] / r["torch_err"] for r in mine if r["torch_err"] >= 2 * eps and not r["elementwise"])
-        out.append(f"| {preset} | " + " | ".join(cells) + f" | {ratio:.2f} | {'yes' if all(r['ok'] for r in mine) else 'NO'} |")
+        ratio = max((r["jax_err"] / r["torch_err"] for r in mine if r["torch_err"] >= 2 * eps and not r["elementwise"]), default=0.0)
+        out.append(f"| {preset} | " + " | ".join(cells) + f" | {f'{ratio:.2f}' if ratio else '-'} | {'yes' if all(r['ok'] for r in mine) else 'NO'} |")
     return out
 
 
