@@ -268,6 +268,18 @@ def _json_object(text: str) -> dict:
     return value
 
 
+def _noise(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME=SHAPE`` (per example, e.g. ``eps=16`` or ``eps=4x7x7``): a forward argument of standard normal numbers."""
+    name, sep, shape = text.partition("=")
+    try:
+        dims = tuple(int(d) for d in shape.split("x")) if sep and name.isidentifier() else ()
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected NAME=SHAPE per example, e.g. eps=16 or eps=4x7x7, got {text!r}")
+    return name, dims
+
+
 def _add_diagnose(sub) -> None:
     diag = sub.add_parser("diagnose", help="where does a Flax port diverge from its torch original? layer by layer")
     diag.add_argument("--torch", required=True, metavar="FILE.py:NAME",
@@ -297,6 +309,9 @@ def _add_diagnose(sub) -> None:
     diag.add_argument("--mode", choices=("eval", "train"), default="eval")
     diag.add_argument("--dtype", choices=DTYPES, default="float64")
     diag.add_argument("--tol", type=_positive(float), default=None, help="relative tolerance (default 1e-10 / 1e-5)")
+    diag.add_argument("--noise", type=_noise, action="append", default=[], metavar="NAME=SHAPE",
+                      help="a forward argument both models take, e.g. the VAE's sampling noise: standard normal "
+                           "numbers of shape (batch, *SHAPE), seeded (repeatable)")
     diag.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
     _data_args(diag)
 

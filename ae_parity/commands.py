@@ -245,6 +245,8 @@ def diagnose(args) -> int:
     flax_input = (lambda a: np.moveaxis(a, 1, -1)) if channels_last else None
     report = compare(tm, fm, x, dtype=args.dtype, mode=args.mode, tol=args.tol, flax_input=flax_input,
                      flax_layout="nhwc" if channels_last else "nchw",
-                     flax_output_layout=getattr(args, "flax_output_layout", None), rules=_diagnose_rules(args))
+                     flax_output_layout=getattr(args, "flax_output_layout", None), rules=_diagnose_rules(args),
+                     forward_kwargs={name: np.random.default_rng(1 + i).standard_normal((len(x), *dims))
+                                     for i, (name, dims) in enumerate(args.noise)} or None)
     print(report.to_json() if args.json else report.table())
     return 0 if report.ok else 1

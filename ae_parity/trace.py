@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ae_core import UsageError
+
 INPUT, MODULE, CONTAINER, OP, CODE = "input", "module", "container", "op", "code"
 Ref = tuple[int, str]
 
@@ -144,11 +146,12 @@ def forward_args(model, kwargs: dict) -> tuple[list[str], dict[str, Any]]:
         names.append(p.name)
         if p.name not in kwargs:
             if p.default is inspect.Parameter.empty:
-                raise ValueError(f"{type(model).__name__}.forward needs {p.name!r}: pass it in forward_kwargs")
+                raise UsageError(f"{type(model).__name__}.forward needs {p.name!r}: pass it in forward_kwargs "
+                                 f"(ae-parity diagnose: --noise {p.name}=SHAPE for a standard normal array)")
             concrete[p.name] = p.default
     unknown = sorted(set(kwargs) - set(names))
     if unknown:
-        raise ValueError(f"{type(model).__name__}.forward takes no {unknown}")
+        raise UsageError(f"{type(model).__name__}.forward takes no {unknown}")
     return names, concrete
 
 

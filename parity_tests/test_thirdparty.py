@@ -268,3 +268,20 @@ def test_flax_code_where_torch_has_none_is_named():
     report = compare(torch_model(TwoLinears).double(), TwoLinearsFlax(), np.random.default_rng(0).normal(size=(N, 5)))
     first = _first(report)
     assert first.name == "(flax code before b)" and "check the flax code between them" in first.hint
+
+
+def test_diagnose_supplies_the_vaes_noise_and_names_it_when_missing(capsys):
+    """A VAE port whose forward takes its sampling noise: ``--noise eps=4`` gives both models the same seeded
+    standard normal array and the correct port agrees; without it, one usage line (exit 2) says how."""
+    from ae_parity import cli
+
+    args = ["diagnose", "--torch", f"{T.__file__}:ConvVAE", "--flax", f"{T.__file__}:ConvVAEFlax",
+            "--flax-layout", "nhwc", "--batch-size", "4", "--dtype", "float64"]
+    assert cli.main(args + ["--noise", "eps=4"]) == 0, capsys.readouterr()
+    assert "no divergence" in capsys.readouterr().out
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs 'eps'" in err and "--noise eps=SHAPE" in err
+    with pytest.raises(SystemExit):
+        cli.main(args + ["--noise", "eps"])
+    assert "expected NAME=SHAPE" in capsys.readouterr().err
