@@ -170,7 +170,13 @@ def trace_torch(model, x, kwargs: dict | None = None) -> tuple[Any, TorchTrace]:
                 f"module hooks used instead: the code between modules is compared but not named")
         return _hook_trace(model, x, kwargs, note)
     values = [x] + [kwargs.get(n, concrete.get(n)) for n in names]
-    return _GraphRun(model, gm, tracer.containers).run(values)
+    try:
+        return _GraphRun(model, gm, tracer.containers).run(values)
+    except Exception:
+        # The traced graph is generated code: run the model's own forward so that the error surfaces
+        # from the user's source lines (the CLI names the file and line); re-raise if it runs.
+        model(x, **kwargs)
+        raise
 
 
 class _GraphRun:
