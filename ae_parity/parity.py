@@ -333,7 +333,7 @@ def format_table(rows: list[Row], title: str = "") -> str:
     lines += [f"note ({r.quantity}): {r.note}" for r in rows if r.note]
     if any(r.kind.endswith("*") or (r.kind == "ref" and r.elementwise_ok is not None) for r in rows):
         lines.append("* Adam's first step lr*g/(|g|+eps): per element, the target plus what the gradient target "
-                     "admits where |g| is near eps (ae_parity.parity.adam_first_step_bound)")
+                     "admits where |g| is near eps (ae_parity.verdict: adam_first_step_bound, adam_reference_row)")
     return "\n".join(lines)
 
 
