@@ -28,8 +28,8 @@ def scale_by_torch_adam(b1: float, b2: float, eps: float) -> optax.GradientTrans
     log_b1, log_b2 = math.log(b1), math.log(b2)
 
     def init(params):
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=jax.tree.map(jnp.zeros_like, params))
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=jax.tree.map(jnp.zeros_like, params),
+                                      nu=jax.tree.map(jnp.zeros_like, params))
 
     def update(updates, state, params=None):
         del params
