@@ -43,7 +43,11 @@ class Data:
 
 def load_data(spec: ModelSpec, source: str = "auto", data_dir=None, dtype: str = "float32",
               limit: int | None = None) -> Data:
-    """Train split for training, test split for evaluation; ``limit`` keeps the first N training examples."""
+    """Train split for training, test split for evaluation; ``limit`` keeps the first N training examples.
+
+    The source is resolved once (``auto``: full MNIST, a download, or the offline sample), so both splits
+    come from the same files and a failed download is tried, and reported, once."""
+    source, _ = mnist.ensure(data_dir, source)
     train, test = mnist.load("train", source, data_dir), mnist.load("test", source, data_dir)
     images = train.images if limit is None else train.images[:limit]
     return Data(model_inputs(spec, images, dtype), model_inputs(spec, test.images, dtype), train.source,
