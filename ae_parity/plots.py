@@ -54,10 +54,15 @@ def loss_curves(path, runs: dict[str, dict], title: str) -> Path:
         ends = np.cumsum([e["steps"] for e in metrics["epochs"]])
         ax.plot(ends, [e["eval_loss"] for e in metrics["epochs"]], color=color, ls="none",
                 label=f"{name} eval (per epoch)", **marker)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
+    return _log_loss_axes(fig, ax, path, "optimizer step", "loss", title, title_size=10)
+
+
+def _log_loss_axes(fig, ax, path, xlabel: str, ylabel: str, title: str, title_size: int) -> Path:
+    """Label a loss plot (log y axis, legend), lay it out and save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_yscale("log")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=title_size)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
@@ -71,13 +76,7 @@ def eval_curves(path, torch_curves: dict, jax_curves: dict, title: str) -> Path:
         for i, curve in enumerate(curves.values()):
             ax.plot(np.arange(1, len(curve) + 1), curve, color=color, ls=ls, lw=1.0, alpha=0.75, marker=".",
                     label=f"{name} ({len(curves)} seeds)" if i == 0 else None)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("eval loss (test split)")
-    ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _log_loss_axes(fig, ax, path, "epoch", "eval loss (test split)", title, title_size=9)
 
 
 def latent_scatter(path, codes: dict[str, np.ndarray], labels: np.ndarray, title: str) -> Path:
