@@ -308,7 +308,9 @@ def _add_diagnose(sub) -> None:
                            "say, else --flax-layout)")
     diag.add_argument("--mode", choices=("eval", "train"), default="eval")
     diag.add_argument("--dtype", choices=DTYPES, default="float64")
-    diag.add_argument("--tol", type=_positive(float), default=None, help="relative tolerance (default 1e-10 / 1e-5)")
+    diag.add_argument("--tol", type=_positive(float), default=None,
+                      help="one fixed relative tolerance for every row (default: 1e-10 in float64; float32 judged "
+                           "against a float64 reference)")
     diag.add_argument("--noise", type=_noise, action="append", default=[], metavar="NAME=SHAPE",
                       help="a forward argument both models take, e.g. the VAE's sampling noise: standard normal "
                            "numbers of shape (batch, *SHAPE), seeded (repeatable)")

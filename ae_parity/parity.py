@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from .reference import (KINK_ULPS, REFERENCE_ORDERS, batch_orders, float64_reference, follow_kinks,
+from .reference import (REFERENCE_ORDERS, batch_orders, float64_reference, follow_kinks, kink_notes,
                         record_relu_inputs, unpermute)
 from .verdict import (FLOAT32_EPS, REFERENCE_FLOOR_ULPS, REFERENCE_GROUPS, REFERENCE_K, TOLERANCES, Row,
                       adam_first_step_bound, adam_reference_row, diff, make_row, module_scales)
@@ -57,7 +57,7 @@ def forward_parity(spec, dtype: str, x: np.ndarray, *, seed: int = 0, loss: str 
 def _torch_quantities(spec, tm, x, noise, loss: str, modes, relu=None):
     """``{quantity: (group, value)}`` of the torch model on one batch: codes and reconstructions per mode,
     the VAE terms, the loss and every gradient (canonical names); and what ``relu`` (a context manager
-    factory taking the model: :func:`~ae_parity.reference.record_relu_inputs` / ``follow_kinks``)
+    factory: :func:`~ae_parity.reference.record_relu_inputs` / ``follow_kinks``)
     yielded around the gradient computation."""
     import torch
 
@@ -75,7 +75,7 @@ def _torch_quantities(spec, tm, x, noise, loss: str, modes, relu=None):
     if spec.is_vae:
         with torch.no_grad():
             out.update({f"loss vae {k}": ("loss", float(v)) for k, v in vae_terms(tm, xt, xt, noise_t).items()})
-    with (relu or (lambda _m: contextlib.nullcontext()))(tm) as seen:
+    with (relu or contextlib.nullcontext)() as seen:
         value, grads = loss_and_grad(tm, xt, loss=loss, noise=noise_t)
     out[f"loss ({loss})"] = ("loss", value)
     out.update({f"grad {name}": ("grad", g) for name, g in grads.items()})
@@ -121,7 +121,7 @@ def _float32_references(spec, seed: int, x, noise, loss: str, modes, torch_run, 
     def reference(xb, noise_b, sides):
         return _torch_quantities(spec, float64_reference(spec, state), xb.astype(np.float64),
                                  {k: v.astype(np.float64) for k, v in noise_b.items()}, loss, modes,
-                                 lambda m: follow_kinks(m, sides))
+                                 lambda: follow_kinks(sides))
 
     ref_jax, jax_kinks = reference(x, noise, jax_sides)
     torch_ref, torch_kinks = reference(x, noise, torch_run[1])
@@ -132,15 +132,6 @@ def _float32_references(spec, seed: int, x, noise, loss: str, modes, torch_run, 
                                      record_relu_inputs)
         pairs.append((_permuted(q, order), _permuted(reference(xo, no, sides)[0], order)))
     return ref_jax, pairs, (jax_kinks, torch_kinks)
-
-
-def kink_note(jax_kinks, torch_kinks) -> str:
-    """Where the references followed a float32 run across a ReLU kink (empty when nowhere)."""
-    if not (jax_kinks.flipped or torch_kinks.flipped):
-        return ""
-    return (f"ReLU inputs within {KINK_ULPS} ulps of 0 on the other side of the kink than float64 (each "
-            f"run's reference follows it there): JAX {jax_kinks.flipped}, torch {torch_kinks.flipped} "
-            f"of {jax_kinks.near} near the kink")
 
 
 def _forward_rows(spec, dtype: str, x: np.ndarray, seed: int, loss: str | None) -> list[Row]:
@@ -175,7 +166,7 @@ def _forward_rows(spec, dtype: str, x: np.ndarray, seed: int, loss: str | None) 
         module = q[5:].rsplit(".", 1)[0] if group == "grad" else None
         rows.append(make_row(q, group, qj[q][1], tv, dtype, scales[module] if module else None, ref[q][1],
                              ref_scales[module] if module else None, [(t[q][1], r[q][1]) for t, r in pairs]))
-    note = kink_note(*kinks)
+    note = " ".join(kink_notes(*kinks))
     return _note_first_grad(rows, note) if note else rows
 
 
@@ -223,7 +214,7 @@ def _step_rows(spec, dtype: str, x: np.ndarray, optimizer, seed: int, loss: str 
         trainer = make_trainer(framework, spec, config, data, **({"precision": precision} if framework == "jax" else {}))
         if framework == "torch":  # the gradient the step sees, on a copy of the model
             probe = copy.deepcopy(trainer.model).train()
-            with record_relu_inputs(probe) as torch_sides:
+            with record_relu_inputs() as torch_sides:
                 _, grads = loss_and_grad(probe, torch.from_numpy(batch), loss=loss,
                                          noise={k: torch.from_numpy(v) for k, v in noise.items()})
         trainer.train_epoch(0)  # one batch = one step
@@ -257,7 +248,7 @@ def _one_step(model, batch, noise, loss: str, optimizer, relu) -> tuple[dict[str
     dtype = next(model.parameters()).dtype
     xt = torch.from_numpy(batch).to(dtype)
     opt = make_optimizer(model.train(), optimizer)
-    with relu(model) as seen:
+    with relu() as seen:
         LOSSES[loss](model, xt, xt, {k: torch.from_numpy(v).to(dtype) for k, v in noise.items()}).backward()
     grads = {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
     opt.step()
@@ -282,7 +273,7 @@ def _float32_step_rows(spec, seed, batch, noise, loss, optimizer, after, torch_s
                                           noise={k: jnp.asarray(v) for k, v in noise.items()})[2]
 
     def reference(xb, noise_b, sides):
-        return _one_step(float64_reference(spec, start), xb, noise_b, loss, optimizer, lambda m: follow_kinks(m, sides))
+        return _one_step(float64_reference(spec, start), xb, noise_b, loss, optimizer, lambda: follow_kinks(sides))
 
     ref_jax, jax_kinks, ref_grads = reference(batch, noise, jax_sides)
     torch_ref, torch_kinks, torch_ref_grads = reference(batch, noise, torch_sides)
@@ -303,7 +294,7 @@ def _float32_step_rows(spec, seed, batch, noise, loss, optimizer, after, torch_s
                                       max(diff(g[name], rg[name])[0] for _, _, g, rg in pairs),
                                       scales[name.rsplit(".", 1)[0]], optimizer)
         rows.append(row)
-    note = kink_note(jax_kinks, torch_kinks)
+    note = " ".join(kink_notes(jax_kinks, torch_kinks))
     return [dataclasses.replace(rows[0], note=note)] + rows[1:] if note else rows
 
 

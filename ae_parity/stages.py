@@ -10,6 +10,7 @@ the same numbers and verdict.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -19,7 +20,9 @@ from ae_core.optim import OptimizerConfig
 
 from .forward import OutputInfo, first_output, forward_rows
 from .hints import RANDOM_HINT, module_hint
-from .parity import FLOAT32_EPS, REFERENCE_FLOOR_ULPS, REFERENCE_K, diff, module_scales
+from .reference import Kinks, batch_orders, follow_kinks, jax_grad_and_relu_inputs, pair_sides, record_relu_inputs
+from .verdict import (FLOAT32_EPS, REFERENCE_FLOOR_ULPS, adam_reference_row, diff, make_row,
+                      module_scales)
 from .trace import is_array, leaves, structure, trace_torch
 
 RANDOM_SEEDS = (0, 1)  # the torch forward under each; outputs that differ mean it draws random numbers
@@ -44,11 +47,14 @@ class Entry:
     kind: str = "rel"  # rel: max_rel <= tol; ref: the float32 reference criterion; check: a failed check
     jax_err: float | None = None  # kind ref: each side's error against the float64 reference (relative)
     torch_err: float | None = None
+    elementwise_ok: bool | None = None  # an Adam step judged per element (ae_parity.verdict.adam_reference_row)
 
     @property
     def ok(self) -> bool:
         if self.kind == "check":
             return False
+        if self.elementwise_ok is not None:
+            return self.elementwise_ok
         if self.kind == "ref":
             return bool(self.jax_err <= self.tol * self.torch_err + REFERENCE_FLOOR_ULPS * FLOAT32_EPS)
         return bool(self.max_rel <= self.tol)
@@ -112,18 +118,25 @@ class Pair:
 
         return {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in self.kwargs.items()}
 
-    def entry(self, stage, name, ttype, ftype, jv, tv, *, note="", scale=None, hint="", ref=None) -> Entry:
+    def entry(self, stage, name, ttype, ftype, jv, tv, *, note="", scale=None, hint="", ref=None,
+              ref_scale=None, torch_refs=(), judge=None) -> Entry:
+        """One compared tensor: with a float64 ``ref`` (and :attr:`use_reference`), judged by the reference
+        criterion (``ae_parity.verdict.make_row``: errors relative to ``ref_scale``, default max |ref|;
+        torch's the largest over ``torch_refs``, pairs (a torch float32 value, its reference), default
+        ``tv`` against ``ref``; ``judge`` maps that row to the final one, e.g. an Adam step judged per
+        element), else at the fixed :attr:`tol`."""
         jv, tv = np.asarray(jv), np.asarray(tv)
         if jv.shape != tv.shape:
             return Entry(stage, name, ttype, ftype, tuple(tv.shape), float("inf"), float("inf"), self.tol,
                          "; ".join(p for p in (note, f"shape mismatch: flax {tuple(jv.shape)} in torch's layout") if p),
                          hint)
-        max_abs, max_rel = diff(jv, tv, scale)
         if ref is None or not self.use_reference:
+            max_abs, max_rel = diff(jv, tv, scale)
             return Entry(stage, name, ttype, ftype, tuple(tv.shape), max_abs, max_rel, self.tol, note, hint)
-        jax_err, torch_err = diff(jv, ref)[1], diff(tv, ref)[1]
-        return Entry(stage, name, ttype, ftype, tuple(tv.shape), max_abs, max_rel, REFERENCE_K, note, hint,
-                     "ref", jax_err, torch_err)
+        row = make_row(name, stage, jv, tv, self.dtype, scale, ref, ref_scale, torch_refs)
+        row = judge(row) if judge else row
+        return Entry(stage, name, ttype, ftype, row.shape, row.max_abs, row.max_rel, row.tol, note, hint,
+                     "ref", row.jax_err, row.torch_err, row.elementwise_ok)
 
     def check(self, stage, name, ttype, ftype, note, *, hint, shape=()) -> Entry:
         return Entry(stage, name, ttype, ftype, tuple(shape), float("inf"), float("inf"), 0.0, note, hint, "check")
@@ -240,65 +253,163 @@ def _mse_target(pair: Pair, target, out_shape) -> np.ndarray:
     return np.asarray(target, dtype=pair.dtype)
 
 
-def grad_stage(pair: Pair, out: OutputInfo, target=None) -> tuple[list[Entry], dict[str, np.ndarray]]:
-    """Every parameter's gradient of MSE(first output array, target), relative to its module's largest
-    gradient; also the NNX gradients in canonical form (for :func:`step_stage`). The first array of a
-    tuple / list / dict output is the reconstruction; the others (mu, logvar, z...) do not enter the loss."""
+@dataclass
+class Gradients:
+    """What :func:`grad_stage` computed, for :func:`step_stage`. float32 (the reference criterion) also
+    keeps JAX's float64 reference gradients and each torch float32 run's gradients with their own
+    reference: the batch in its order, then in ``batch_orders``'."""
+
+    jax: dict[str, np.ndarray]  # the NNX gradients, canonical names, torch layout
+    torch: dict[str, np.ndarray]  # torch's, torch names
+    jax_ref: dict[str, np.ndarray] | None = None  # torch names
+    torch_runs: list[tuple[dict, dict]] = field(default_factory=list)
+    kinks: tuple[Kinks, Kinks] | None = None  # what JAX's and torch's references did at ReLU kinks
+
+
+def _batch_inputs(pair: Pair, target: np.ndarray, model_dtype=None, order=None):
+    """The batch, the further forward arguments and the MSE target as torch takes them, optionally in
+    ``order`` (arrays whose first axis is the batch's are reordered, others passed as they are)."""
+    import torch
+
+    x, kwargs = pair.torch_inputs(model_dtype)
+    t = torch.from_numpy(target.astype(model_dtype) if model_dtype else target.copy())
+    if order is None:
+        return x, kwargs, t
+    n, idx = len(pair.x), torch.from_numpy(order)
+
+    def take(v):
+        return v[idx] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n else v
+
+    return take(x), {k: take(v) for k, v in kwargs.items()}, take(t)
+
+
+def _torch_grads(model, inputs, relu=None) -> tuple[dict[str, np.ndarray], Any]:
+    """Every parameter's gradient (numpy, torch names) of MSE(the first output array, the target), the
+    forward under the fixed seed; and what the context manager ``relu`` yielded around it."""
+    import torch
+
+    x, kwargs, target = inputs
+    model.zero_grad(set_to_none=True)
+    with relu or contextlib.nullcontext() as seen, seeded(RANDOM_SEEDS[0]):
+        recon = leaves(model(x, **kwargs), is_array)[0][1]
+        torch.nn.functional.mse_loss(recon, target).backward()
+    return {n: (p.grad.numpy().copy() if p.grad is not None else np.zeros_like(p.detach().numpy()))
+            for n, p in model.named_parameters()}, seen
+
+
+def _jax_grads(pair: Pair, out: OutputInfo, target: np.ndarray, relu: bool):
+    """The NNX gradients (canonical names, torch layout) of MSE(the first output array, the target), and
+    with ``relu`` the inputs of its ReLU-family operations, from the same compiled computation
+    (``ae_parity.reference.jax_grad_and_relu_inputs``; without: eager, its ops compiled once per shape and
+    reused by every later comparison)."""
     import jax
     import jax.numpy as jnp
-    import torch
     from flax import nnx
 
     from ae_jax.weights import to_torch_layout
 
-    tm = pair.torch_model
-    x, kwargs = pair.torch_inputs()
-    target = _mse_target(pair, target, out.torch_shape)
-    if out.flax_torch_shape != target.shape:  # already a shape mismatch of the forward stage
-        return [], {}
-    tm.zero_grad(set_to_none=True)
-    with seeded(RANDOM_SEEDS[0]):
-        recon = leaves(tm(x, **kwargs), is_array)[0][1]
-        torch.nn.functional.mse_loss(recon, torch.from_numpy(target)).backward()
     graphdef, params, rest = nnx.split(nnx.clone(pair.flax_model), nnx.Param, ...)
     ftarget = jnp.asarray(np.moveaxis(target, 1, -1) if out.flax_channels_last and target.ndim >= 3 else target)
     fkwargs = pair.flax_kwargs()
 
-    def loss_fn(p):  # eager: its ops are compiled once per shape and reused by every later comparison
+    def loss_fn(p):
         first = leaves(nnx.merge(graphdef, p, rest, copy=True)(pair.flax_x, **fkwargs), is_array)[0][1]
         return jnp.mean(jnp.square(first - ftarget))
 
-    grads = jax.grad(loss_fn)(params)
-    grads_j = to_torch_layout(pair.flax_model, grads, pair.rules)
-    scale = module_scales({tname: p.grad.numpy() for tname, p in tm.named_parameters() if p.grad is not None})
+    grads, sides = jax_grad_and_relu_inputs(loss_fn, params) if relu else (jax.grad(loss_fn)(params), [])
+    return to_torch_layout(pair.flax_model, grads, pair.rules), sides
+
+
+def grad_stage(pair: Pair, out: OutputInfo, target=None) -> tuple[list[Entry], Gradients | None]:
+    """Every parameter's gradient of MSE(first output array, target), relative to its module's largest
+    gradient; the first array of a tuple / list / dict output is the reconstruction, the others (mu,
+    logvar, z...) do not enter the loss. float32: judged against float64 references that follow each
+    run's own ReLU kinks (``ae_parity.reference``): JAX's from the NNX port's ReLU inputs paired with
+    torch's calls (:func:`~ae_parity.reference.pair_sides`), torch's error the largest over the batch in
+    its order and in ``batch_orders``'."""
+    target = _mse_target(pair, target, out.torch_shape)
+    if out.flax_torch_shape != target.shape:  # already a shape mismatch of the forward stage
+        return [], None
+    tm = pair.torch_model
+    refs = pair.use_reference and pair.reference is not None
+    torch_grads, torch_sides = _torch_grads(tm, _batch_inputs(pair, target), record_relu_inputs() if refs else None)
+    grads_j, jax_sides = _jax_grads(pair, out, target, refs)
+    grads = Gradients(grads_j, torch_grads)
+    scale = module_scales(torch_grads)
+    if refs:
+        inputs64 = _batch_inputs(pair, target, "float64")
+        with follow_kinks(pair_sides(torch_sides, jax_sides)) as jax_kinks:
+            grads.jax_ref = _torch_grads(pair.reference, inputs64)[0]
+        with follow_kinks(torch_sides) as torch_kinks:
+            grads.torch_runs.append((torch_grads, _torch_grads(pair.reference, inputs64)[0]))
+        grads.kinks = (jax_kinks, torch_kinks)
+        if len(pair.x) > 1 and target.shape[:1] == pair.x.shape[:1]:
+            for order in batch_orders(len(pair.x)):
+                g, sides = _torch_grads(tm, _batch_inputs(pair, target, order=order), record_relu_inputs())
+                with follow_kinks(sides):
+                    grads.torch_runs.append((g, _torch_grads(pair.reference, _batch_inputs(pair, target, "float64",
+                                                                                           order))[0]))
+        ref_scale = module_scales(grads.jax_ref)
     entries = []
-    for tname, p in tm.named_parameters():
+    for tname, g in torch_grads.items():
         name, module = rename(tname, pair.names), tname.rsplit(".", 1)[0]
-        g = p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape), pair.dtype)
         hint = module_hint(pair.torch_modules[module]) if module in pair.torch_modules else ""
+        ref = dict(ref=grads.jax_ref[tname], ref_scale=ref_scale.get(module, 0.0),
+                   torch_refs=[(t[tname], r[tname]) for t, r in grads.torch_runs]) if refs else {}
         entries.append(pair.entry("grad", name, pair.torch_type(module), pair.flax_type(name), grads_j[name], g,
-                                  scale=scale.get(module, 0.0), hint=hint))
-    return entries, grads_j
+                                  scale=scale.get(module, 0.0), hint=hint, **ref))
+    return entries, grads
 
 
-def step_stage(pair: Pair, start: dict[str, np.ndarray], grads_j: dict[str, np.ndarray],
-               optimizer: OptimizerConfig) -> list[Entry]:
-    """One optimizer step on the gradients of :func:`grad_stage`, from the transferred weights ``start``."""
+def _stepped(model, grads: Mapping[str, np.ndarray], optimizer: OptimizerConfig) -> dict[str, np.ndarray]:
+    """The parameters (torch names) of a copy of ``model`` after one torch optimizer step on ``grads``."""
+    import copy
+
+    import torch
+
+    from ae_torch.optim import make_optimizer
+
+    m = copy.deepcopy(model)
+    for n, p in m.named_parameters():
+        p.grad = torch.from_numpy(np.asarray(grads[n])).to(p.dtype)
+    make_optimizer(m, optimizer).step()
+    return {n: p.detach().numpy().copy() for n, p in m.named_parameters()}
+
+
+def step_stage(pair: Pair, start: dict[str, np.ndarray], grads: Gradients, optimizer: OptimizerConfig) -> list[Entry]:
+    """One optimizer step on the gradients of :func:`grad_stage`, from the transferred weights ``start``.
+    float32: JAX's step against the float64 step on its reference gradients, torch's error the largest
+    over its runs, each against the step on its own reference; an Adam / AdamW step per element
+    (``ae_parity.verdict.adam_reference_row``)."""
     import optax
 
     from ae_jax.optim import make_optimizer as make_optax
     from ae_jax.weights import from_torch_layout, to_torch_layout
-    from ae_torch.optim import make_optimizer as make_torch_opt
 
-    tm, fm, rules = pair.torch_model, pair.flax_model, pair.rules
-    make_torch_opt(tm, optimizer).step()
+    fm, rules = pair.flax_model, pair.rules
     tx = make_optax(optimizer)
-    params = from_torch_layout(fm, {k: start[k] for k in grads_j}, rules)
-    updates, _ = tx.update(from_torch_layout(fm, grads_j, rules), tx.init(params), params)
-    stepped = to_torch_layout(fm, optax.apply_updates(params, updates), rules)
+    params = from_torch_layout(fm, {k: start[k] for k in grads.jax}, rules)
+    updates, _ = tx.update(from_torch_layout(fm, grads.jax, rules), tx.init(params), params)
+    stepped_j = to_torch_layout(fm, optax.apply_updates(params, updates), rules)
+    stepped_t = _stepped(pair.torch_model, grads.torch, optimizer)
     hint = (f"the gradients agree but the step does not: check the optimizer mapping ({optimizer.name}; "
             f"pitfall 10)")
-    return [pair.entry("step", rename(tname, pair.names), pair.torch_type(tname.rsplit(".", 1)[0]),
-                       pair.flax_type(rename(tname, pair.names)), stepped[rename(tname, pair.names)],
-                       p.detach().numpy(), hint=hint)
-            for tname, p in tm.named_parameters()]
+    if grads.jax_ref is not None:
+        ref_j = _stepped(pair.reference, grads.jax_ref, optimizer)
+        runs = [(stepped_t if i == 0 else _stepped(pair.torch_model, t, optimizer), _stepped(pair.reference, r, optimizer))
+                for i, (t, r) in enumerate(grads.torch_runs)]
+        grad_scales = module_scales(grads.jax_ref)
+    entries = []
+    for tname, w in stepped_t.items():
+        name, module = rename(tname, pair.names), tname.rsplit(".", 1)[0]
+        ref = {}
+        if grads.jax_ref is not None:
+            ref = dict(ref=ref_j[tname], torch_refs=[(t[tname], r[tname]) for t, r in runs])
+            if optimizer.name in ("adam", "adamw"):
+                ref["judge"] = functools.partial(
+                    adam_reference_row, jax_value=stepped_j[name], reference=ref_j[tname],
+                    ref_grad=grads.jax_ref[tname], scale=grad_scales[module], optimizer=optimizer,
+                    torch_grad_err=max(diff(t[tname], r[tname])[0] for t, r in grads.torch_runs))
+        entries.append(pair.entry("step", name, pair.torch_type(module), pair.flax_type(name), stepped_j[name], w,
+                                  hint=hint, **ref))
+    return entries

@@ -121,7 +121,7 @@ def test_the_reference_follows_a_float32_run_across_a_kink_only_within_rounding_
         model[2].weight.copy_(torch.tensor([[2.0, 3.0, 5.0]], dtype=torch.float64))
     x = torch.tensor([[-1e-9, 0.5, -0.5]], dtype=torch.float64)
     sides = [np.array([[1e-9, 0.5, 0.5]])]
-    with follow_kinks(model, sides) as kinks:
+    with follow_kinks(sides) as kinks:
         model(x).sum().backward()
     np.testing.assert_array_equal(model[0].bias.grad.numpy(), [2.0, 3.0, 0.0])  # followed, 1, float64's 0
     assert (kinks.calls, kinks.near, kinks.flipped) == (1, 1, 1)
@@ -129,8 +129,93 @@ def test_the_reference_follows_a_float32_run_across_a_kink_only_within_rounding_
     model(x).sum().backward()  # outside the block: float64's own kinks
     np.testing.assert_array_equal(model[0].bias.grad.numpy(), [0.0, 3.0, 0.0])
     with pytest.raises(RuntimeError, match="ReLU"):
-        with follow_kinks(model, sides + sides):  # the run called ReLU twice, the reference once
+        with follow_kinks(sides + sides):  # the run called ReLU twice, the reference once
             model(x)
+
+
+def test_relu_calls_are_seen_in_functional_code_and_followed_with_their_slope():
+    """ReLU-family calls are intercepted whatever their form -- ``nn.ReLU``, ``F.relu``, ``x.relu()``,
+    ``nn.LeakyReLU(0.2)``, an in-place ``F.leaky_relu`` -- and a followed kink keeps the call's own slope:
+    where the float32 run took the negative side of a leaky ReLU, the reference's gradient is its slope."""
+    import torch
+    import torch.nn.functional as F
+
+    from ae_parity.reference import follow_kinks, record_relu_inputs
+
+    class Functional(torch.nn.Module):  # the forms published models use
+        def __init__(self):
+            super().__init__()
+            self.lin, self.act, self.leaky = torch.nn.Linear(3, 3), torch.nn.ReLU(), torch.nn.LeakyReLU(0.2)
+
+        def forward(self, x):
+            h = self.lin(x)
+            return self.act(h) + F.relu(h) + h.relu() + self.leaky(h) + F.leaky_relu(h * 1.0, 0.1, inplace=True)
+
+    model = Functional().double()
+    with torch.no_grad():
+        model.lin.weight.copy_(torch.eye(3, dtype=torch.float64))
+        model.lin.bias.zero_()
+    x = torch.tensor([[1e-9, 0.5, -0.5]], dtype=torch.float64)
+    with record_relu_inputs() as seen:
+        model(x)
+    assert len(seen) == 5 and all(np.array_equal(s, x.numpy()) for s in seen)
+    sides = [-s for s in seen]  # a float32 run that put every element on the other side
+    with follow_kinks(sides) as kinks:
+        model(x).sum().backward()
+    # the first element (within rounding of 0) follows the run: 0 for the ReLUs, the slopes 0.2 and 0.1;
+    # +-0.5 are no rounding away from 0, so float64's sides stand there
+    np.testing.assert_allclose(model.lin.bias.grad.numpy(), [0.2 + 0.1, 3 + 1 + 1, 3 * 0 + 0.2 + 0.1], rtol=1e-15)
+    assert (kinks.calls, kinks.near, kinks.flipped) == (5, 5, 5)
+
+
+def test_any_nnx_ports_relu_inputs_come_from_its_gradients_computation_and_pair_with_torchs():
+    """``jax_grad_and_relu_inputs`` sees ``nnx.relu``, ``jax.nn.leaky_relu`` and a hand-written
+    ``jnp.maximum(x, 0)`` inside the user's own jitted helper, in execution order, next to ``jax.grad``'s
+    gradient (the same function: equal to float32 rounding); ``pair_sides`` matches them to torch's calls by
+    value -- a channels-last input with C == H == W in torch's layout, the BatchNorm's variance clamp at 0
+    skipped, a torch call with no partner None."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from ae_parity.reference import jax_grad_and_relu_inputs, pair_sides
+
+    @jax.jit
+    def clamp(h):  # a user's helper
+        return jnp.maximum(h, 0.0)
+
+    class Port(nnx.Module):
+        def __init__(self):
+            self.conv = nnx.Conv(4, 4, (3, 3), padding=1, rngs=nnx.Rngs(0))
+            self.bn = nnx.BatchNorm(4, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            h = self.bn(self.conv(x))  # its variance is clamped at 0: a max(v, 0) with no torch counterpart
+            a = nnx.relu(h)
+            b = jax.nn.leaky_relu(a - 0.1, 0.2)
+            return clamp(b - 0.05)
+
+    port = Port()
+    port.train()
+    graphdef, params, rest = nnx.split(port, nnx.Param, ...)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 4, 4, 4)), jnp.float32)  # N = C = H = W
+
+    def loss(p):
+        return jnp.mean(jnp.square(nnx.merge(graphdef, p, rest, copy=True)(x)))
+
+    grads, seen = jax_grad_and_relu_inputs(loss, params)
+    expected = jax.tree.leaves(jax.grad(loss)(params))
+    scale = max(float(np.max(np.abs(e))) for e in expected)  # the conv bias's is ~0: a BatchNorm follows
+    for g, e in zip(jax.tree.leaves(grads), expected):
+        assert diff(g, e, scale)[1] < 1e-5
+    assert [s.shape for s in seen] == [(4,), (4, 4, 4, 4), (4, 4, 4, 4), (4, 4, 4, 4)]
+    relu_in = seen[1]
+    torch_calls = [np.moveaxis(s, -1, 1) for s in seen[1:]]  # what torch (NCHW) would have recorded
+    paired = pair_sides(torch_calls, seen)
+    assert all(np.array_equal(p, t) for p, t in zip(paired, torch_calls))  # the layout from the values
+    assert not np.array_equal(relu_in, torch_calls[0])  # same shape in both layouts: values decided
+    unknown = np.full((4, 4, 4, 4), 7.0, np.float32)
+    assert pair_sides([unknown] + torch_calls[1:], seen)[0] is None
 
 
 def test_jax_relu_inputs_come_from_the_gradients_own_computation(train):
@@ -156,7 +241,7 @@ def test_jax_relu_inputs_come_from_the_gradients_own_computation(train):
     value2, grads2 = loss_and_grad(jm, xj, noise=nj)
     assert value == value2 and all(np.array_equal(grads[k], grads2[k]) for k in grads)
     tm = ae_torch.build(spec, seed=0).train()
-    with record_relu_inputs(tm) as torch_seen:
+    with record_relu_inputs() as torch_seen:
         torch_loss_and_grad(tm, torch.from_numpy(x), noise={k: torch.from_numpy(v) for k, v in noise.items()})
     assert [a.shape for a in seen] == [a.shape for a in torch_seen] and len(seen) == 4
     for a, b in zip(seen, torch_seen):

@@ -19,7 +19,7 @@ from ae_jax.weights import load_state_dict, state_dict
 for preset in sorted(PRESETS):
     spec = get_spec(preset)
     t = time.time()
-    abstract = nnx.eval_shape(lambda: Autoencoder(spec, rngs=nnx.Rngs(0), dtype=jnp.float32))
+    abstract = nnx.eval_shape(lambda spec=spec: Autoencoder(spec, rngs=nnx.Rngs(0), dtype=jnp.float32))
     load_state_dict(abstract, init_state_dict(spec, 0, "float32"))
     t_abstract = time.time() - t
     t = time.time()

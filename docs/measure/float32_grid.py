@@ -32,8 +32,8 @@ def run(args) -> None:
     follow = parity.follow_kinks
 
     @contextlib.contextmanager
-    def recording(model, sides):  # keep every reference's kink statistics
-        with follow(model, sides) as k:
+    def recording(sides):  # keep every reference's kink statistics
+        with follow(sides) as k:
             yield k
         kinks.append(k)
 
