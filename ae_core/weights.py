@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, NamedTuple, Union
 
 import numpy as np
 
+from .errors import UsageError
 from .files import atomic_write
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -41,45 +42,124 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def check_state_dict(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, Any], *,
-                     strict: bool = True, int_keys=()) -> dict[str, np.ndarray]:
-    """Validate ``given`` against ``expected`` names/shapes (torch layout); return it as numpy.
+Names = Union[Mapping[str, str], Callable[[str], str], None]
+"""Renames from a state dict's names to a model's: ``{prefix: new prefix}`` or a function ``str -> str``."""
+
+
+def rename(name: str, names: Names) -> str:
+    """``name`` under ``names``: a function is called; from a mapping, the first ``src`` that equals
+    ``name`` or that ``name`` starts with followed by a dot is replaced by its value. Torch names are dotted
+    module paths: ``{"fc21": "fc_mu"}`` renames ``fc21.weight`` and leaves ``fc210.weight`` alone."""
+    if names is None:
+        return name
+    if callable(names):
+        return names(name)
+    for src, dst in names.items():
+        if name == src or name.startswith(src + "."):
+            return dst + name[len(src):]
+    return name
+
+
+def _check_names(names: Names) -> None:
+    if names is None or callable(names):
+        return
+    if not isinstance(names, Mapping):
+        raise UsageError(f"names must be a mapping {{prefix: new prefix}} or a function str -> str, "
+                         f"got {type(names).__name__}")
+    bad = [f"{k!r}: {v!r}" for k, v in names.items() if not (isinstance(k, str) and isinstance(v, str) and k)]
+    if bad:
+        raise UsageError(f"names maps non-empty str prefixes to str prefixes; not {', '.join(bad)}")
+
+
+def _renamed(keys, names: Names) -> tuple[dict[str, str], list[str]]:
+    """``({new name: original name}, problems)``: keys the rename cannot map (a function that raises or
+    returns something other than a str) and two keys renamed onto one are problems, not guesses."""
+    if names is None:  # the keys as given, whatever they are (a key that is no str is then unexpected)
+        return {key: key for key in keys}, []
+    out: dict[str, str] = {}
+    problems: list[str] = []
+    for key in keys:
+        if not isinstance(key, str):
+            problems.append(f"key {key!r} is not a str name: it cannot be renamed")
+            continue
+        try:
+            new = rename(key, names)
+        except Exception as e:  # the user's function: its failure is one listed problem, not a traceback
+            problems.append(f"names({key!r}) raised {type(e).__name__}: {e}")
+            continue
+        if not isinstance(new, str):
+            problems.append(f"names({key!r}) returned {new!r}, not a str")
+        elif new in out:
+            problems.append(f"{out[new]!r} and {key!r} both rename to {new!r}")
+        else:
+            out[new] = key
+    return out, problems
+
+
+class Fit(NamedTuple):
+    arrays: dict[str, np.ndarray]  # by the model's names (after renaming), only names the model has
+    missing: list[str]  # the model's names the state dict lacks
+    unexpected: list[str]  # the state dict's names (after renaming) the model lacks
+
+
+def fit_state_dict(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, Any], *, strict: bool = True,
+                   int_keys=(), names: Names = None) -> Fit:
+    """Rename ``given``'s keys with ``names``, validate them against ``expected`` (the model's names and
+    torch-layout shapes) and return the arrays as numpy with what is missing and unexpected.
 
     Raises one :class:`StateDictError` listing *every* problem: missing and unexpected keys (when
     ``strict``), wrong shapes, wrong dtype kinds (floats everywhere except ``int_keys``, e.g. BatchNorm's
-    ``num_batches_tracked``), values that are not arrays.
+    ``num_batches_tracked``), values that are not arrays, keys the rename cannot map. A renamed key is
+    named as the model knows it with the state dict's own name beside it, since either may be the typo.
     """
-    problems: list[str] = []
-    arrays: dict[str, np.ndarray] = {}
+    _check_names(names)
     if not isinstance(given, Mapping):
         raise StateDictError([f"expected a mapping of name -> array, got {type(given).__name__}"])
-    for name, value in given.items():
+    sources, problems = _renamed(given, names)
+
+    def label(name: str, quote=False) -> str:
+        shown = repr(name) if quote else name
+        return shown if sources[name] == name else f"{shown} (renamed from {sources[name]!r})"
+
+    arrays: dict[str, np.ndarray] = {}
+    unexpected = [name for name in sources if name not in expected]
+    for name, key in sources.items():
         if name not in expected:
             if strict:
-                problems.append(f"unexpected key {name!r}")
+                problems.append(f"unexpected key {label(name, quote=True)}")
             continue
         try:
-            arr = to_numpy(value)
+            arr = to_numpy(given[key])
         except (TypeError, ValueError) as e:
-            problems.append(f"{name}: not an array ({e})")
+            problems.append(f"{label(name)}: not an array ({e})")
             continue
         if name in int_keys:
             if arr.dtype.kind not in "iu":
-                problems.append(f"{name}: dtype {arr.dtype} is not an integer dtype (it is a counter)")
+                problems.append(f"{label(name)}: dtype {arr.dtype} is not an integer dtype (it is a counter)")
         elif arr.dtype.name not in FLOAT_DTYPES:
-            problems.append(f"{name}: dtype {arr.dtype} is not a floating-point dtype")
+            problems.append(f"{label(name)}: dtype {arr.dtype} is not a floating-point dtype")
         if tuple(arr.shape) != tuple(expected[name]):
-            problems.append(f"{name}: shape {tuple(arr.shape)} != expected {tuple(expected[name])}")
+            problems.append(f"{label(name)}: shape {tuple(arr.shape)} != expected {tuple(expected[name])}")
         arrays[name] = arr
-    missing = [name for name in expected if name not in given]
+    missing = [name for name in expected if name not in sources]
     if strict:
         problems.extend(f"missing key {name!r} (shape {tuple(expected[name])})" for name in missing)
         if any(name.endswith((".running_mean", ".running_var")) for name in missing):
             problems.append("BatchNorm running statistics are missing: the state dict comes from a BatchNorm "
                             "without them (track_running_stats=False?) or from another architecture")
+    if problems and isinstance(names, Mapping):  # a typo in the rename map shows up here first
+        problems.extend(f"rename {src!r} -> {dst!r} matched no key of the state dict" for src, dst in names.items()
+                        if not any(isinstance(k, str) and (k == src or k.startswith(src + ".")) for k in given))
     if problems:
         raise StateDictError(problems)
-    return arrays
+    return Fit(arrays, missing, unexpected)
+
+
+def check_state_dict(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, Any], *,
+                     strict: bool = True, int_keys=(), names: Names = None) -> dict[str, np.ndarray]:
+    """Validate ``given`` against ``expected`` names/shapes (torch layout); return it as numpy, by the
+    model's names (:func:`fit_state_dict`, which lists every problem in one :class:`StateDictError`)."""
+    return fit_state_dict(expected, given, strict=strict, int_keys=int_keys, names=names).arrays
 
 
 # ------------------------------------------------------------------------------------ safetensors ----
@@ -126,19 +206,45 @@ def _read_metadata(data: bytes) -> dict[str, str]:
     return dict(header.get("__metadata__", {}) or {})
 
 
-def save_weights(path: os.PathLike | str, state_dict: Mapping[str, Any], spec, dtype: str,
+def save_weights(path: os.PathLike | str, state_dict: Mapping[str, Any], spec=None, dtype: str | None = None,
                  extra: Mapping[str, str] | None = None) -> Path:
-    """Save a model's canonical state dict with the spec and dtype recorded in the metadata."""
-    meta = {"format": "ae-parity/weights", "spec": spec.to_json(), "preset": spec.name, "dtype": dtype}
+    """Save a model's canonical state dict (atomically) with what a reader must check in the metadata.
+
+    ``spec``: the model's :class:`~ae_core.spec.ModelSpec`, recorded as ``spec`` and ``preset`` so that
+    loading refuses another architecture; None for a model written by hand, whose file is then checked by
+    names and shapes only. ``dtype``: the parameters' one dtype, None where they have several.
+    """
+    meta = {"format": "ae-parity/weights"}
+    if spec is not None:
+        meta.update(spec=spec.to_json(), preset=spec.name)
+    if dtype is not None:
+        meta["dtype"] = dtype
     meta.update(extra or {})
     return save_safetensors(path, state_dict, meta)
+
+
+def model_spec(model):
+    """The :class:`~ae_core.spec.ModelSpec` a model was built from (``model.spec``), or None for a model
+    written by hand -- also where its ``spec`` attribute is something of its own, not a ModelSpec."""
+    from .spec import ModelSpec
+
+    spec = getattr(model, "spec", None)
+    return spec if isinstance(spec, ModelSpec) else None
+
+
+def hand_written_metadata(model, framework: str) -> dict[str, str]:
+    """What a file records of a model without a spec: which framework wrote it and the model's class
+    (for whoever reads the file later; loading does not check them: a port is another class)."""
+    return {"framework": framework, "model_class": f"{type(model).__module__}.{type(model).__qualname__}"}
 
 
 def load_weights(path: os.PathLike | str, spec=None, dtype: str | None = None) -> dict[str, np.ndarray]:
     """Load a weights file; if ``spec``/``dtype`` are given, refuse a file written for another model.
 
-    Files without ae-parity metadata (e.g. written by ``safetensors.torch.save_file`` from plain
-    PyTorch code) are accepted; their tensors are then checked by name and shape on load.
+    The architecture is checked only where both the file and the caller name a spec, the dtype where
+    both record one. Files without ae-parity metadata (e.g. written by ``safetensors.torch.save_file``
+    from plain PyTorch code) and files of hand-written models are accepted; their tensors are then
+    checked by name and shape on load.
     """
     tensors, meta = load_safetensors(path)
     problems = []

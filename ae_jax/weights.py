@@ -16,7 +16,7 @@ from flax import nnx
 
 from ae_core import check_dtype
 from ae_core import weights as core_weights
-from ae_core.weights import StateDictError, check_state_dict
+from ae_core.weights import FLOAT_DTYPES, Names, StateDictError, fit_state_dict
 
 from .convert import Rules, bindings, expected_shapes, int_keys, param_names
 
@@ -43,31 +43,31 @@ def state_dict(model: nnx.Module, rules: Rules | None = None) -> dict[str, np.nd
 
 
 def load_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], strict: bool = True,
-                    rules: Rules | None = None) -> LoadResult:
+                    rules: Rules | None = None, names: Names = None) -> LoadResult:
     """Load a canonical state dict (torch tensors or numpy arrays) into ``model``, in place.
 
     Validates everything first and raises one :class:`StateDictError` listing every problem (missing or
     unexpected keys when ``strict``, wrong shapes, non-float dtypes), in which case the model is left
     exactly as it was. Values are cast to the model's parameter dtype, as ``torch``'s ``copy_`` does.
     Unlike ``torch.nn.Module.load_state_dict``, which copies the matching tensors before it reports
-    size mismatches, nothing is assigned unless everything fits.
+    size mismatches, nothing is assigned unless everything fits. ``names`` renames the state dict's keys
+    to the model's canonical names first: ``{"fc21": "fc_mu"}`` (torch-name prefixes) or a function
+    ``str -> str`` (:func:`ae_core.weights.fit_state_dict`); the result's ``unexpected_keys`` are renamed.
     """
     binds = bindings(model, rules)
-    arrays = check_state_dict({b.name: b.torch_shape() for b in binds}, state_dict, strict=strict,
-                              int_keys={b.name for b in binds if b.rule.integer})
+    fit = fit_state_dict({b.name: b.torch_shape() for b in binds}, state_dict, strict=strict,
+                         int_keys={b.name for b in binds if b.rule.integer}, names=names)
     new_values = {}
     for b in binds:
-        if b.name in arrays:
+        if b.name in fit.arrays:
             # jnp.array copies: jnp.asarray may alias the numpy buffer on CPU, and a torch tensor's .numpy()
             # shares torch's memory -- a later in-place torch update (a BatchNorm's running statistics)
             # would silently change the JAX model
-            new_values[b.name] = jnp.array(b.rule.from_torch(arrays[b.name]), dtype=b.variable.dtype, copy=True)
+            new_values[b.name] = jnp.array(b.rule.from_torch(fit.arrays[b.name]), dtype=b.variable.dtype, copy=True)
     for b in binds:  # all converted: now assign (cannot fail half-way)
         if b.name in new_values:
             b.variable.set_value(new_values[b.name])
-    names = {b.name for b in binds}
-    return LoadResult(missing_keys=[n for n in names if n not in arrays],
-                      unexpected_keys=[k for k in state_dict if k not in names])
+    return LoadResult(missing_keys=fit.missing, unexpected_keys=fit.unexpected)
 
 
 def to_torch_layout(model: nnx.Module, tree: nnx.State, rules: Rules | None = None) -> dict[str, np.ndarray]:
@@ -92,14 +92,40 @@ def from_torch_layout(model: nnx.Module, tensors: Mapping[str, Any], rules: Rule
     return nnx.state(shadow, nnx.Param)
 
 
-def save_weights(model, path) -> None:
-    """Save a model's weights as safetensors in torch naming/layout (atomically), spec and dtype recorded."""
-    core_weights.save_weights(path, state_dict(model), model.spec, model_dtype(model))
+def _file_dtype(model: nnx.Module, spec) -> str | None:
+    """The dtype a weights file records and is checked against: a preset's (all parameters agree, or it is
+    an error, as ever); a hand-written model's parameters' one floating dtype, or None where they have
+    several (or none) -- its tensors are then cast on load like any state dict's."""
+    if spec is not None:
+        return model_dtype(model)
+    dtypes = {np.dtype(leaf.dtype).name for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))}
+    return dtypes.pop() if len(dtypes) == 1 and dtypes <= set(FLOAT_DTYPES) else None
 
 
-def load_weights(model, path) -> None:
-    """Load a safetensors weights file written by either framework (or plain torch code)."""
-    load_state_dict(model, core_weights.load_weights(path, model.spec, model_dtype(model)))
+def save_weights(model: nnx.Module, path, *, rules: Rules | None = None) -> None:
+    """Save a model's weights as safetensors in torch naming/layout (atomically), for any NNX model.
+
+    A model built from a spec records the spec and dtype, so that loading refuses another architecture; a
+    hand-written model records its dtype (where its parameters have one), the framework and its class,
+    and is checked by names and shapes when loaded. ``rules``: conversion rules for NNX classes of your
+    own (as for :func:`state_dict`)."""
+    spec = core_weights.model_spec(model)
+    extra = None if spec is not None else core_weights.hand_written_metadata(model, "jax")
+    core_weights.save_weights(path, state_dict(model, rules), spec, _file_dtype(model, spec), extra)
+
+
+def load_weights(model: nnx.Module, path, *, rules: Rules | None = None, names: Names = None) -> None:
+    """Load a safetensors weights file written by either framework (or plain torch code) into any model.
+
+    The file's spec is checked against the model's where both have one, its dtype where both have one;
+    then its tensors by names and shapes (after ``names``, as in :func:`load_state_dict`). Any problem is
+    one error naming the file, and the model is left as it was."""
+    spec = core_weights.model_spec(model)
+    tensors = core_weights.load_weights(path, spec, _file_dtype(model, spec))
+    try:
+        load_state_dict(model, tensors, rules=rules, names=names)
+    except StateDictError as e:
+        raise StateDictError(e.problems, f"weights file {path}") from None
 
 
 __all__ = ["LoadResult", "StateDictError", "expected_shapes", "from_torch_layout", "int_keys", "load_state_dict",

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ae_core.optim import OptimizerConfig
+from ae_core.weights import rename  # prefix renames, torch -> the flax side's canonical names
 
 from .forward import OutputInfo, first_output, forward_rows
 from .hints import RANDOM_HINT, module_hint
@@ -149,14 +150,6 @@ def cast_inputs(kwargs: Mapping, dtype: str) -> dict:
         a = np.asarray(v) if isinstance(v, (np.ndarray, list)) or hasattr(v, "__array__") else None
         out[k] = a.astype(dtype) if a is not None and a.dtype.kind == "f" else (a if a is not None else v)
     return out
-
-
-def rename(name: str, names: Mapping[str, str] | None) -> str:
-    """Prefix renames, torch -> the flax side's canonical names."""
-    for src, dst in (names or {}).items():
-        if name == src or name.startswith(src + "."):
-            return dst + name[len(src):]
-    return name
 
 
 # ---------------------------------------------------------------------------------- checks ----

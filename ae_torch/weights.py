@@ -14,7 +14,7 @@ import torch
 
 from ae_core import check_dtype
 from ae_core import weights as core_weights
-from ae_core.weights import check_state_dict
+from ae_core.weights import FLOAT_DTYPES, Names, StateDictError, check_state_dict, model_spec
 
 
 def model_dtype(model: torch.nn.Module) -> str:
@@ -45,20 +45,53 @@ def state_dict(model: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
-def load_state_dict(model: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool = True):
-    """Validate, then load (numpy arrays or tensors); on any problem raise and change nothing."""
-    arrays = check_state_dict(expected_shapes(model), state_dict, strict=strict, int_keys=int_keys(model))
+def load_state_dict(model: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool = True,
+                    names: Names = None):
+    """Validate, then load (numpy arrays or tensors); on any problem raise and change nothing.
+
+    ``names`` renames the state dict's keys to the model's first: ``{"fc21": "fc_mu"}`` (torch-name
+    prefixes, ``fc21.weight`` -> ``fc_mu.weight``) or a function ``str -> str``; see
+    :func:`ae_core.weights.fit_state_dict`, which raises one :class:`StateDictError` listing every problem.
+    """
+    arrays = check_state_dict(expected_shapes(model), state_dict, strict=strict, int_keys=int_keys(model),
+                              names=names)
     ref = dict(model.state_dict())
     tensors = {k: torch.as_tensor(np.asarray(v)).to(dtype=ref[k].dtype, device=ref[k].device)
                for k, v in arrays.items()}
     return model.load_state_dict(tensors, strict=strict)
 
 
-def save_weights(model, path) -> None:
-    """Save a model's weights as safetensors (atomically), with its spec and dtype in the metadata."""
-    core_weights.save_weights(path, state_dict(model), model.spec, model_dtype(model))
+def _file_dtype(model: torch.nn.Module, spec) -> str | None:
+    """The dtype a weights file records and is checked against: a preset's (all parameters agree, or it is
+    an error, as ever); a hand-written model's parameters' one floating dtype, or None where they have
+    several (or none) -- its tensors are then cast on load like any state dict's."""
+    if spec is not None:
+        return model_dtype(model)
+    dtypes = {str(p.dtype).replace("torch.", "") for p in model.parameters()}
+    return dtypes.pop() if len(dtypes) == 1 and dtypes <= set(FLOAT_DTYPES) else None
 
 
-def load_weights(model, path) -> None:
-    """Load a safetensors weights file written by either framework (or plain torch code)."""
-    load_state_dict(model, core_weights.load_weights(path, model.spec, model_dtype(model)))
+def save_weights(model: torch.nn.Module, path) -> None:
+    """Save a model's weights as safetensors in torch naming (atomically), for any ``nn.Module``.
+
+    A model built from a spec records the spec and dtype, so that loading refuses another architecture; a
+    hand-written model records its dtype (where its parameters have one), the framework and its class,
+    and is checked by names and shapes when loaded."""
+    spec = model_spec(model)
+    extra = None if spec is not None else core_weights.hand_written_metadata(model, "torch")
+    core_weights.save_weights(path, state_dict(model), spec, _file_dtype(model, spec), extra)
+
+
+def load_weights(model: torch.nn.Module, path, *, names: Names = None) -> None:
+    """Load a safetensors weights file written by either framework (or plain torch code) into any model.
+
+    The file's spec is checked against the model's where both have one, its dtype where both have one;
+    then its tensors by names and shapes (after ``names``, as in :func:`load_state_dict`). Any problem is
+    one error naming the file, and the model is left as it was."""
+    spec = model_spec(model)
+    tensors = core_weights.load_weights(path, spec, _file_dtype(model, spec))
+    try:
+        load_state_dict(model, tensors, names=names)
+    except StateDictError as e:
+        raise StateDictError(e.problems, f"weights file {path}") from None
+
