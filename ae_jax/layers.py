@@ -137,11 +137,12 @@ class BatchNorm(nnx.Module):
     """
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, dtype=jnp.float32,
-                 use_running_average: bool = False):
+                 use_running_average: bool = False, affine: bool = True):
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.use_running_average = use_running_average
-        self.scale = nnx.Param(jnp.ones(num_features, dtype))
-        self.bias = nnx.Param(jnp.zeros(num_features, dtype))
+        # affine=False (torch): normalisation only, no scale and no bias (the rule table skips them)
+        self.scale = nnx.Param(jnp.ones(num_features, dtype)) if affine else None
+        self.bias = nnx.Param(jnp.zeros(num_features, dtype)) if affine else None
         self.mean = nnx.BatchStat(jnp.zeros(num_features, dtype))
         self.var = nnx.BatchStat(jnp.ones(num_features, dtype))
         self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jax.dtypes.canonicalize_dtype(jnp.int64)))
@@ -158,7 +159,8 @@ class BatchNorm(nnx.Module):
             self.mean.set_value((1 - m) * self.mean.get_value() + m * mean)
             self.var.set_value((1 - m) * self.var.get_value() + m * var * (n / max(n - 1, 1)))  # unbiased
             self.num_batches_tracked.set_value(self.num_batches_tracked.get_value() + 1)
-        return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale.get_value() + self.bias.get_value()
+        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        return y if self.scale is None else y * self.scale.get_value() + self.bias.get_value()
 
 
 class _Noisy(nnx.Module):
@@ -353,12 +355,12 @@ _BN_RULES = {BatchNorm: (
 
 @builds(L.BatchNorm1d, rules=_BN_RULES)
 def _batchnorm1d(l: L.BatchNorm1d, *, rngs, dtype):
-    return BatchNorm(l.num_features, eps=l.eps, momentum=l.momentum, dtype=dtype)
+    return BatchNorm(l.num_features, eps=l.eps, momentum=l.momentum, dtype=dtype, affine=l.affine)
 
 
 @builds(L.BatchNorm2d, rules=_BN_RULES)
 def _batchnorm2d(l: L.BatchNorm2d, *, rngs, dtype):
-    return BatchNorm(l.num_features, eps=l.eps, momentum=l.momentum, dtype=dtype)
+    return BatchNorm(l.num_features, eps=l.eps, momentum=l.momentum, dtype=dtype, affine=l.affine)
 
 
 @builds(L.Dropout)

@@ -174,12 +174,12 @@ def _unflatten(l: L.Unflatten) -> nn.Module:
 
 @builds(L.BatchNorm1d)
 def _batchnorm1d(l: L.BatchNorm1d) -> nn.Module:
-    return nn.BatchNorm1d(l.num_features, eps=l.eps, momentum=l.momentum)
+    return nn.BatchNorm1d(l.num_features, eps=l.eps, momentum=l.momentum, affine=l.affine)
 
 
 @builds(L.BatchNorm2d)
 def _batchnorm2d(l: L.BatchNorm2d) -> nn.Module:
-    return nn.BatchNorm2d(l.num_features, eps=l.eps, momentum=l.momentum)
+    return nn.BatchNorm2d(l.num_features, eps=l.eps, momentum=l.momentum, affine=l.affine)
 
 
 @builds(L.Dropout)

@@ -90,6 +90,7 @@ MIRRORED = {
     "optim": ["make_optimizer", "optimizer_state", "load_optimizer_state"],
     "train": ["Trainer", "loss_and_grad"],
     "numerics": [],
+    "graph": ["GraphModule", "OPS", "build"],
 }
 
 

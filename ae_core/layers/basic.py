@@ -72,6 +72,7 @@ class Conv2d(_Weighted):
     bias: bool = True
 
     kind = "conv2d"
+    image = True
 
     def __post_init__(self) -> None:
         positive_ints(self, "in_channels", "out_channels", "kernel_size", "stride", "padding", allow_zero=("padding",))
@@ -120,6 +121,7 @@ class ConvTranspose2d(_Weighted):
     bias: bool = True
 
     kind = "conv_transpose2d"
+    image = True
 
     def __post_init__(self) -> None:
         positive_ints(self, "in_channels", "out_channels", "kernel_size", "stride", "padding", "output_padding",

@@ -30,6 +30,7 @@ class _BatchNorm(LayerSpec):
     num_features: int
     eps: float = 1e-5
     momentum: float = 0.1
+    affine: bool = True  # torch's affine=False: no weight, no bias (normalisation only)
 
     int_buffers = ("num_batches_tracked",)
 
@@ -39,9 +40,11 @@ class _BatchNorm(LayerSpec):
         if not isinstance(self.momentum, (int, float)) or isinstance(self.momentum, bool) or not 0 < self.momentum <= 1:
             raise SpecError(f"{type(self).__name__}.momentum must be in (0, 1] (torch convention), "
                             f"got {self.momentum!r}")
+        if not isinstance(self.affine, bool):
+            raise SpecError(f"{type(self).__name__}.affine must be a bool, got {self.affine!r}")
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"weight": (self.num_features,), "bias": (self.num_features,)}
+        return {"weight": (self.num_features,), "bias": (self.num_features,)} if self.affine else {}
 
     def buffer_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"running_mean": (self.num_features,), "running_var": (self.num_features,), "num_batches_tracked": ()}
@@ -66,6 +69,7 @@ class BatchNorm2d(_BatchNorm):
     """``torch.nn.BatchNorm2d(C)`` on (N, C, H, W) activations (NNX: channels last)."""
 
     kind = "batchnorm2d"
+    image = True
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(in_shape) != 3 or in_shape[0] != self.num_features:

@@ -35,7 +35,9 @@ class LayerSpec:
     ``inputs``: what the layer takes besides the activations, by name -- ``"noise"`` (its supplied
     train-mode noise, see :meth:`noise`) or ``"tied_weight"`` (the weight of the layer named by
     ``tied_to``); ``outputs``: extra outputs after the activations (the VAE head's ``mu``, ``logvar``);
-    ``corruption``: the layer belongs in ``ModelSpec.corrupt`` (and only there); ``shown``: how
+    ``corruption``: the layer belongs in ``ModelSpec.corrupt`` (and only there); ``image``: it takes
+    (N, C, H, W) images in torch, and its NNX layer runs channels-last (a graph converts around it,
+    ``ae_jax.graph``); ``shown``: how
     ``ModelSpec.describe`` shows it ("shape", "kind", "activation" or "none").
     """
 
@@ -43,6 +45,7 @@ class LayerSpec:
     inputs: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
     corruption: ClassVar[bool] = False
+    image: ClassVar[bool] = False
     shown: ClassVar[str] = "kind"
     int_buffers: ClassVar[tuple[str, ...]] = ()
 
@@ -122,10 +125,12 @@ def torch_default_init(layer, rng: np.random.Generator, dtype: str) -> dict[str,
 
 
 def batchnorm_init(layer, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
-    """torch's BatchNorm start: weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0."""
+    """torch's BatchNorm start: weight 1, bias 0 (affine only), running_mean 0, running_var 1,
+    num_batches_tracked 0."""
     c = layer.num_features
-    return {"weight": np.ones(c, dtype), "bias": np.zeros(c, dtype), "running_mean": np.zeros(c, dtype),
-            "running_var": np.ones(c, dtype), "num_batches_tracked": np.zeros((), np.int64)}
+    affine = {"weight": np.ones(c, dtype), "bias": np.zeros(c, dtype)} if layer.affine else {}
+    return {**affine, "running_mean": np.zeros(c, dtype), "running_var": np.ones(c, dtype),
+            "num_batches_tracked": np.zeros((), np.int64)}
 
 
 def no_state(layer, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
