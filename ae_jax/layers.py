@@ -66,16 +66,24 @@ _ACTIVATIONS = {
 
 
 BUILDERS: dict[type, Callable] = {}
+# The builder's call as Python source (``ae_parity.codegen`` writes it into a port's ``__init__``), with
+# the names ``nnx``, ``dtype``, ``rngs``, ``torch_uniform``, ``BatchNorm`` in scope; a test checks that it
+# builds exactly what the builder builds.
+SOURCES: dict[type, Callable[[LayerSpec], str]] = {}
 
 
-def builds(spec_class: type, rules: Mapping[type, tuple[ParamRule, ...]] | None = None):
-    """Register the decorated function as the NNX builder of ``spec_class``'s layer kind, and the layout
-    rules of the NNX classes it builds (``ae_jax.convert.RULES``)."""
+def builds(spec_class: type, rules: Mapping[type, tuple[ParamRule, ...]] | None = None,
+           source: Callable[[LayerSpec], str] | None = None):
+    """Register the decorated function as the NNX builder of ``spec_class``'s layer kind, the layout
+    rules of the NNX classes it builds (``ae_jax.convert.RULES``) and, for layers a model graph may hold,
+    ``source``: the same construction as Python source."""
 
     def register(fn):
         if spec_class in BUILDERS:
             raise TypeError(f"ae_jax builds {spec_class.__name__} twice")
         BUILDERS[spec_class] = fn
+        if source is not None:
+            SOURCES[spec_class] = source
         for cls, cls_rules in (rules or {}).items():
             register_rules(cls, cls_rules)
         return fn
@@ -299,7 +307,10 @@ class RepeatSteps(nnx.Module):
 _BIAS = ParamRule("bias", "bias")
 
 
-@builds(L.Linear, rules={nnx.Linear: (LINEAR, _BIAS)})
+@builds(L.Linear, rules={nnx.Linear: (LINEAR, _BIAS)},
+        source=lambda l: f"nnx.Linear({l.in_features}, {l.out_features}, use_bias={l.bias}, dtype=dtype, "
+                         f"param_dtype=dtype, kernel_init=torch_uniform({l.fan_in}), "
+                         f"bias_init=torch_uniform({l.fan_in}), rngs=rngs)")
 def _linear(l: L.Linear, *, rngs, dtype):
     init = torch_uniform(l.in_features)
     return nnx.Linear(l.in_features, l.out_features, use_bias=l.bias, dtype=dtype, param_dtype=dtype,
@@ -313,7 +324,11 @@ def _activation(l: L.Activation, *, rngs, dtype):
 
 @builds(L.Conv2d, rules={nnx.Conv: (
         ParamRule("kernel", "weight", *HWIO, "kernel (kH, kW, in, out) = weight (out, in, kH, kW).transpose(2, 3, 1, 0)"),
-        _BIAS)})
+        _BIAS)},
+        source=lambda l: f"nnx.Conv({l.in_channels}, {l.out_channels}, ({l.kernel_size}, {l.kernel_size}), "
+                         f"strides=({l.stride}, {l.stride}), padding=(({l.padding}, {l.padding}),) * 2, "
+                         f"use_bias={l.bias}, dtype=dtype, param_dtype=dtype, kernel_init=torch_uniform({l.fan_in}), "
+                         f"bias_init=torch_uniform({l.fan_in}), rngs=rngs)")
 def _conv2d(l: L.Conv2d, *, rngs, dtype):
     init = torch_uniform(l.fan_in)
     k, s, p = l.kernel_size, l.stride, l.padding
@@ -324,7 +339,12 @@ def _conv2d(l: L.Conv2d, *, rngs, dtype):
 @builds(L.ConvTranspose2d, rules={nnx.ConvTranspose: (
         ParamRule("kernel", "weight", *HWIO,
                   "kernel (kH, kW, out, in) = weight (in, out, kH, kW).transpose(2, 3, 1, 0), transpose_kernel=True"),
-        _BIAS)})
+        _BIAS)},
+        source=lambda l: f"nnx.ConvTranspose({l.in_channels}, {l.out_channels}, ({l.kernel_size}, {l.kernel_size}), "
+                         f"strides=({l.stride}, {l.stride}), padding=(({l.kernel_size - 1 - l.padding}, "
+                         f"{l.kernel_size - 1 - l.padding + l.output_padding}),) * 2, transpose_kernel=True, "
+                         f"use_bias={l.bias}, dtype=dtype, param_dtype=dtype, kernel_init=torch_uniform({l.fan_in}), "
+                         f"bias_init=torch_uniform({l.fan_in}), rngs=rngs)")
 def _conv_transpose2d(l: L.ConvTranspose2d, *, rngs, dtype):
     init = torch_uniform(l.fan_in)
     k, s = l.kernel_size, l.stride
@@ -353,12 +373,16 @@ _BN_RULES = {BatchNorm: (
 )}
 
 
-@builds(L.BatchNorm1d, rules=_BN_RULES)
+def _batchnorm_source(l) -> str:
+    return f"BatchNorm({l.num_features}, eps={l.eps!r}, momentum={l.momentum!r}, affine={l.affine}, dtype=dtype)"
+
+
+@builds(L.BatchNorm1d, rules=_BN_RULES, source=_batchnorm_source)
 def _batchnorm1d(l: L.BatchNorm1d, *, rngs, dtype):
     return BatchNorm(l.num_features, eps=l.eps, momentum=l.momentum, dtype=dtype, affine=l.affine)
 
 
-@builds(L.BatchNorm2d, rules=_BN_RULES)
+@builds(L.BatchNorm2d, rules=_BN_RULES, source=_batchnorm_source)
 def _batchnorm2d(l: L.BatchNorm2d, *, rngs, dtype):
     return BatchNorm(l.num_features, eps=l.eps, momentum=l.momentum, dtype=dtype, affine=l.affine)
 

@@ -317,6 +317,22 @@ def _add_diagnose(sub) -> None:
     diag.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
     _data_args(diag)
 
+    port = sub.add_parser("port", help="a torch autoencoder as readable Flax NNX source, with its parity certificate")
+    port.add_argument("torch", metavar="FILE.py:NAME", help="the torch nn.Module class, or a function returning it")
+    port.add_argument("--torch-kwargs", type=_json_object, default=None, metavar="JSON",
+                      help="keyword arguments for the class or function, a JSON object")
+    port.add_argument("--out", required=True, help="the NNX source file to write (e.g. model_nnx.py)")
+    port.add_argument("--class-name", default=None, help="the generated class's name (default: the torch class's)")
+    port.add_argument("--graph-out", default=None, help="also write the model graph (JSON)")
+    port.add_argument("--modes", type=lambda s: s.split(","), default=["eval", "train"],
+                      help="modes the certificate compares (default eval,train)")
+    port.add_argument("--batch", choices=("mnist", "random"), default="mnist",
+                      help="the example batch: MNIST digits (data as for the other commands) or standard normals")
+    port.add_argument("--input-shape", default=None,
+                      help="per-example input shape, e.g. 784 or 1,28,28 (default: the class's `input_shape`, else 784)")
+    port.add_argument("--batch-size", type=_positive(int), default=8)
+    _data_args(port)
+
 
 # command name -> its handler (ae_parity.commands: args -> exit code)
 HANDLERS = {
@@ -327,6 +343,7 @@ HANDLERS = {
     "bench": commands.bench,
     "parity": commands.parity,
     "diagnose": commands.diagnose,
+    "port": commands.port,
 }
 
 

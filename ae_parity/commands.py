@@ -250,3 +250,38 @@ def diagnose(args) -> int:
                                      for i, (name, dims) in enumerate(args.noise)} or None)
     print(report.to_json() if args.json else report.table())
     return 0 if report.ok else 1
+
+
+def port(args) -> int:
+    """``ae-parity port``: trace a torch model, write its NNX source, print the parity certificate of that
+    very source (imported from the written file); 1 when a row diverges."""
+    from pathlib import Path
+
+    import torch
+
+    from ae_core.files import atomic_write
+    from ae_jax.numerics import enable_x64, jnp_dtype
+    from ae_torch.trace import trace
+
+    from . import codegen
+    from .port import certificate, certificate_table, load_source
+    from .userfiles import build
+
+    enable_x64()  # the certificate's float64 rows
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tm = build(args.torch, "--torch", torch.nn.Module, "torch nn.Module", args.torch_kwargs,
+                   kwargs_flag="--torch-kwargs").double()
+    x = _diagnose_batch(args, type(tm))
+    graph = trace(tm, torch.from_numpy(x))
+    name = args.class_name or type(tm).__name__
+    out = Path(args.out)
+    atomic_write(out, codegen.source(graph, class_name=name, origin=args.torch).encode())
+    if args.graph_out:
+        atomic_write(Path(args.graph_out), graph.to_json().encode())
+    cls = load_source(out, codegen.class_name(name))
+    rows, notes = certificate(tm, x, make_flax=lambda dtype: cls(dtype=jnp_dtype(dtype)), modes=tuple(args.modes))
+    print(f"wrote {out} ({type(tm).__name__} -> class {codegen.class_name(name)}: {len(graph.modules)} layers, "
+          f"{len(graph.methods['forward'].nodes)} forward nodes, methods {', '.join(graph.methods)})")
+    print(certificate_table(rows, notes))
+    return 0 if all(r.ok for _, _, r in rows) else 1

@@ -196,7 +196,8 @@ class _Converter:
         raise SpecError(f"an argument of type {type(v).__name__} ({v!r})")
 
     def node(self, n) -> Node | None:
-        where = _source(n) or n.name
+        source = _source(n)
+        where = source or n.name
         meta = n.meta.get("tensor_meta")
         shape = tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
         try:
@@ -204,14 +205,14 @@ class _Converter:
                 m = self.submodules[n.target]
                 if type(m) in LAYERS:
                     self.modules.setdefault(n.target, LAYERS[type(m)](m))
-                    return Node(n.name, "module", n.target, tuple(self.value(a) for a in n.args), {}, shape, where)
+                    return Node(n.name, "module", n.target, tuple(self.value(a) for a in n.args), {}, shape, source)
                 bad = _MODULE_CHECKS.get(type(m), lambda m: "")(m)
                 if bad:
                     raise SpecError(f"{type(m).__name__}({bad})")
                 op, kwargs = MODULE_OPS[type(m)](m)
                 args = normalize_args(op, tuple(self.value(a) for a in n.args), {**kwargs, **{
                     k: self.value(v) for k, v in n.kwargs.items()}})
-                return Node(n.name, op, n.target, (), args, shape, where)
+                return Node(n.name, op, n.target, (), args, shape, source)
             if n.op in ("call_function", "call_method"):
                 if n.op == "call_function" and n.target is builtins.getattr:
                     if n.args[1] != "shape":
@@ -228,11 +229,11 @@ class _Converter:
                     if n.op == "call_function" and n.target in _INPLACE_AT:  # F.relu(x, True): drop `inplace`
                         args = args[:_INPLACE_AT[n.target]]
                 if op == "dropout":
-                    return self._dropout(n, args, kwargs, shape, where)
+                    return self._dropout(n, args, kwargs, shape, source)
                 kwargs = {k: v for k, v in kwargs.items() if _IGNORED.get((op, k), object()) != v}
                 return Node(n.name, op, "", (), normalize_args(op, tuple(self.value(a) for a in args),
                                                                 {k: self.value(v) for k, v in kwargs.items()}),
-                            shape, where)
+                            shape, source)
             if n.op == "get_attr":
                 raise SpecError(f"a tensor attribute used directly ({n.target}): only layers' own parameters are "
                                 f"supported")
@@ -244,12 +245,12 @@ class _Converter:
             return None
         raise AssertionError(n.op)
 
-    def _dropout(self, n, args, kwargs, shape, where):
+    def _dropout(self, n, args, kwargs, shape, source):
         call = dict(zip(("input", "p", "training", "inplace"), args), **kwargs)
         if not call.get("training", True):
-            return Node(n.name, "identity", "", (), {"input": self.value(call["input"])}, shape, where)
+            return Node(n.name, "identity", "", (), {"input": self.value(call["input"])}, shape, source)
         return Node(n.name, "dropout", "", (), {"input": self.value(call["input"]), "p": float(call.get("p", 0.5))},
-                    shape, where)
+                    shape, source)
 
 
 def _method_args(fn) -> list[inspect.Parameter]:

@@ -251,3 +251,114 @@ def test_each_op_matches_torch_in_value_and_gradient(case):
     np.testing.assert_allclose(np.asarray(jout), out.detach().numpy(), rtol=0, atol=1e-12)
     grad = jax.grad(lambda v: jnp.sum(jm(v) * w.numpy()))(jnp.asarray(x.detach().numpy()))
     np.testing.assert_allclose(np.asarray(grad), x.grad.numpy(), rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------ the generated source ----
+def _generated(tmp_path, name):
+    from ae_parity.codegen import source
+    from ae_parity.port import load_source
+
+    cls = MODELS[name]
+    tm, x = make(cls), batch(cls)
+    jm = port(tm.eval(), x)
+    path = tmp_path / f"{name}_nnx.py"
+    path.write_text(source(jm.graph, origin="parity_tests/thirdparty_models.py"))
+    return tm, x, jm, path, load_source(path, cls.__name__)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_generated_source_is_the_port(tmp_path, name):
+    """The written class holds the torch names (its state dict loads the torch model's strictly) and
+    computes what the graph module computes, bitwise, in both modes; forward, encode and decode."""
+    import jax.numpy as jnp
+
+    from ae_jax.weights import load_state_dict, state_dict
+    from ae_torch.weights import state_dict as torch_state_dict
+
+    tm, x, jm, path, cls = _generated(tmp_path, name)
+    gen = cls(dtype=jnp.float64)
+    load_state_dict(gen, torch_state_dict(tm))  # strict
+    assert list(state_dict(gen)) == list(state_dict(jm))
+    noise = {"noise": {"randn_like": np.random.default_rng(0).standard_normal((len(x), 4))}} if name == "vae" else {}
+    for mode in ("eval", "train"):
+        getattr(gen, mode)(), getattr(jm, mode)()
+        a, b = gen(x.numpy(), **noise), jm(x.numpy(), **noise)
+        for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    if name == "vae":
+        np.testing.assert_array_equal(np.asarray(gen.decode(gen.encode(x.numpy())[0])),
+                                      np.asarray(jm.decode(jm.encode(x.numpy())[0])))
+    text = path.read_text()  # readable: the torch names as attributes, torch's ops, the torch lines
+    expected = {"vae": ["self.fc_mu = nnx.Linear(", "self.encoder[0][1](", "                F.leaky_relu,\n",
+                        "= self.encoder[0][2](encoder_0_1)"],
+                "lenet": ["self.bn1 = BatchNorm(4, eps=0.0001, momentum=0.1, affine=False", "F.interpolate(",
+                          "F.max_pool2d(leaky_relu, 2, stride=2)"],
+                "named": ["self.pool = functools.partial(F.max_pool2d, kernel_size=2, stride=2)",
+                          "pool_1 = self.pool(relu_1)"]}[name]  # one pool, called twice
+    assert all(e in text for e in expected) and "thirdparty_models.py:" in text, text
+
+
+def test_the_generated_source_imports_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    *_, path, _ = _generated(tmp_path, "lenet")
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import lenet_nnx; "
+            f"m = lenet_nnx.LeNetAE(); assert 'torch' not in sys.modules, 'torch was imported'")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+
+
+def test_each_layer_source_builds_what_its_builder_builds():
+    """``ae_jax.layers.SOURCES``: the source of every graph layer kind, run, gives the builder's module --
+    the same variables, shapes and dtypes, and the same output on the same weights."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from ae_core import LAYER_KINDS
+    from ae_jax import layers as JL
+    from ae_jax.weights import load_state_dict, state_dict
+
+    assert {L.spec for L in LAYER_KINDS.values() if L.spec in JL.SOURCES} >= set(LAYER_SPECS_OF_GRAPHS)
+    for spec_cls, write in JL.SOURCES.items():
+        spec = LAYER_KINDS[spec_cls.kind].example_layer()
+        env = {"nnx": nnx, "dtype": jnp.float64, "rngs": nnx.Rngs(0), "torch_uniform": JL.torch_uniform,
+               "BatchNorm": JL.BatchNorm}
+        written = eval(write(spec), env)  # noqa: S307 - our own generated source
+        built = JL.make_layer(spec, rngs=nnx.Rngs(1), dtype=jnp.float64)
+        sd = state_dict(built)
+        load_state_dict(written, sd)  # strict: the same names and shapes
+        assert {k: v.dtype for k, v in state_dict(written).items()} == {k: v.dtype for k, v in sd.items()}
+        shape = (2, 5, 5, spec.in_channels) if spec.image and hasattr(spec, "in_channels") else \
+            (2, 5, 5, spec.num_features) if spec.image else (2, getattr(spec, "in_features", getattr(spec, "num_features", 3)))
+        x = jax.random.normal(jax.random.key(0), shape, jnp.float64)
+        np.testing.assert_array_equal(np.asarray(written(x)), np.asarray(built(x)))
+
+
+LAYER_SPECS_OF_GRAPHS = tuple({type(s) for s in (
+    *trace(make(T.SamplingConvVAE), batch(T.SamplingConvVAE)).modules.values(),
+    *trace(make(T.LeNetAE), batch(T.LeNetAE)).modules.values(), )})
+
+
+def test_the_port_command_writes_the_source_and_certifies_it(tmp_path, capsys):
+    from ae_parity import cli
+
+    out = tmp_path / "named_nnx.py"
+    code = cli.main(["port", f"{T.__file__}:NamedConvAE", "--out", str(out), "--batch", "random",
+                     "--modes", "eval", "--graph-out", str(tmp_path / "g.json")])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert out.exists() and Graph.from_json((tmp_path / "g.json").read_text()).name == "NamedConvAE"
+    assert "float64  eval" in printed and "float32  eval" in printed and printed.count("agrees") == 2
+
+
+def test_the_port_command_refuses_an_unsupported_model_and_writes_nothing(tmp_path, capsys):
+    from ae_parity import cli
+
+    out = tmp_path / "x_nnx.py"
+    assert cli.main(["port", f"{__file__}:Unsupported", "--out", str(out), "--batch", "random",
+                     "--input-shape", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be ported (4 problem(s))" in err and "torch.sort is not supported" in err
+    assert not out.exists()
