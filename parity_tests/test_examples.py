@@ -75,5 +75,15 @@ def test_diagnose_cli_on_the_example_classes(data_dir):
 
 
 def test_every_example_is_exercised():
-    tested = {"transfer_weights.py", "train_torch.py", "train_jax.py", "compare_and_plot.py", "port_your_model.py"}
+    tested = {"transfer_weights.py", "train_torch.py", "train_jax.py", "compare_and_plot.py", "port_your_model.py",
+              "port_automatically.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+
+
+def test_port_automatically_ports_both_published_models(tmp_path, data_dir):
+    out = run_example("port_automatically.py", "--out", str(tmp_path / "ported"), "--batch-size", "4",
+                      "--modes", "eval", "--dtypes", "float64", data_dir=data_dir, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr  # (float32 certificates: parity_tests/test_port.py)
+    assert out.stdout.count("agrees") == 2, out.stdout
+    assert (tmp_path / "ported" / "vae_nnx.py").exists() and "noise: {'randn_like'" in out.stdout
+    assert float(out.stdout.split("max |port - torch| = ")[1].split()[0]) <= 1e-12
