@@ -83,10 +83,9 @@ def _index(v) -> str:
 def _call(graph: Graph, node, lists: set[str]) -> str:
     if node.op == "module":
         x, *rest = (_value(a) for a in node.args)
-        call = f"{_attr(node.target, lists)}({', '.join([x, *rest][:1] + rest) if rest else x})"
-        if graph.modules[node.target].image:
-            call = f"to_nchw({_attr(node.target, lists)}(to_nhwc({x}){''.join(', ' + r for r in rest)}))"
-        return call
+        if graph.modules[node.target].image:  # channels-last inside, torch's layout around it
+            return f"to_nchw({_attr(node.target, lists)}({', '.join([f'to_nhwc({x})', *rest])}))"
+        return f"{_attr(node.target, lists)}({', '.join([x, *rest])})"
     kw = dict(node.kwargs)
     if node.target:  # a parameter-free torch module: an attribute holding its op and arguments (_module_op)
         extra = ""
