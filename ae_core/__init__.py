@@ -8,7 +8,7 @@ from .batches import epoch_batches, epoch_permutation
 from .errors import UsageError
 from .init import init_state_dict
 from .inputs import model_inputs
-from .presets import DEFAULT_PRESET, PRESETS, get_spec
+from .presets import DEFAULT_PRESET, PRESETS, get_model, get_spec
 from .layers import (LAYER_KINDS, LSTM, Activation, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
                      Flatten, GaussianHead, GaussianNoise, LastStep, LayerSpec, Linear, MaskingNoise, RepeatSteps,
                      SpecError, TiedLinear, Unflatten)
@@ -32,6 +32,6 @@ __all__ = [
     "LSTM", "Activation", "BatchNorm1d", "BatchNorm2d", "CheckpointError", "Conv2d", "ConvTranspose2d", "Dropout",
     "Flatten", "GaussianHead", "GaussianNoise", "LastStep", "MaskingNoise", "RepeatSteps", "TiedLinear", "Unflatten",
     "DEFAULT_PRESET", "DTYPES", "LAYER_KINDS", "LayerSpec", "Linear", "ModelSpec", "PRESETS",
-    "SpecError", "StateDictError", "check_dtype", "epoch_batches", "epoch_permutation", "get_spec",
+    "SpecError", "StateDictError", "check_dtype", "epoch_batches", "epoch_permutation", "get_model", "get_spec",
     "Trainer", "UsageError", "init_state_dict", "load_weights", "mlp", "model_inputs", "save_weights",
 ]

@@ -23,7 +23,7 @@ torch's. Random draws (``torch.randn_like``, dropout in train mode) are *supplie
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 from .layers import LAYER_KINDS, LayerSpec, SpecError, spec_class
@@ -229,6 +229,22 @@ class Graph:
 
     def int_keys(self) -> set[str]:
         return {f"{path}.{b}" for path, spec in self.modules.items() for b in spec.int_buffers}
+
+    def has(self, *kinds: str) -> bool:
+        """Whether a module is one of the layer ``kinds`` (as ``ModelSpec.has``)."""
+        return any(spec.kind in kinds for spec in self.modules.values())
+
+    def same_architecture(self, other: "Graph") -> bool:
+        """The same modules, methods and input shape; the name, the dtype, the batch size of the traced call
+        and each node's source line (which moves when the torch file is edited elsewhere) do not count."""
+        def plain(g: Graph):
+            def node(n: Node) -> Node:
+                return replace(n, source="", shape=None if n.shape is None else tuple(n.shape[1:]))
+
+            return {m: Method(meth.inputs, tuple(map(node, meth.nodes)), meth.output) for m, meth in g.methods.items()}
+
+        return (isinstance(other, Graph) and dict(self.modules) == dict(other.modules)
+                and tuple(self.input_shape) == tuple(other.input_shape) and plain(self) == plain(other))
 
     def noise_shapes(self, method: str = "forward") -> dict[str, tuple[str, tuple[int, ...], float]]:
         """The random draws of ``method``: ``{node name: (kind, per-example shape, param)}`` -- "normal"

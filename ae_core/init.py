@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from .graph import Graph
 from .layers import LAYER_KINDS, SpecError
 from .spec import ModelSpec
 
@@ -28,14 +29,19 @@ def linear_bound(fan_in: int) -> float:
     return 1.0 / math.sqrt(fan_in)
 
 
-def init_state_dict(spec: ModelSpec, seed: int, dtype="float32") -> dict[str, np.ndarray]:
-    """A canonical state dict (torch names and layout, buffers included) with PyTorch's default init."""
+def init_state_dict(spec: ModelSpec | Graph, seed: int, dtype="float32") -> dict[str, np.ndarray]:
+    """A canonical state dict (torch names and layout, buffers included) with PyTorch's default init.
+
+    A model graph (``ae_core.graph``): the same rules for its modules, in the torch model's module order
+    (``Graph.modules``), under their torch paths."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), 0x1A17])))
+    layers = (spec.modules.items() if isinstance(spec, Graph)
+              else ((f"{part}.{i}", layer) for part, i, layer in spec.layers()))
     out: dict[str, np.ndarray] = {}
-    for part, i, layer in spec.layers():
+    for path, layer in layers:
         values = LAYER_KINDS[layer.kind].init(layer, rng, dtype)
         if set(values) != set(layer.state_shapes()):
             raise SpecError(f"the init rule of layer kind {layer.kind!r} gives {sorted(values)}, "
                             f"not its state {sorted(layer.state_shapes())}")
-        out.update({f"{part}.{i}.{name}": value for name, value in values.items()})
+        out.update({f"{path}.{name}": value for name, value in values.items()})
     return out

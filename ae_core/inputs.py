@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from .errors import UsageError
+from .graph import Graph
 from .spec import ModelSpec
 
 
@@ -25,8 +29,21 @@ def features128(images: np.ndarray, dtype="float32") -> np.ndarray:
     return np.maximum(pixels(images, "float64") @ projection, 0.0).astype(dtype)
 
 
-def model_inputs(spec: ModelSpec, images: np.ndarray, dtype="float32") -> np.ndarray:
-    """The input array for ``spec`` (its ``input`` kind) made from MNIST digits."""
+def graph_inputs(graph: Graph, images: np.ndarray, dtype="float32") -> np.ndarray:
+    """MNIST digits in a model graph's per-example ``input_shape`` (784 values: (784,), (1, 28, 28),
+    (28, 28)...): the pixels in [0, 1], reshaped in C order (as ``x.view(n, *shape)``)."""
+    shape = tuple(graph.input_shape)
+    if math.prod(shape) != 784:
+        raise UsageError(f"{graph.name} takes inputs of shape {shape} per example; MNIST digits are 784 values "
+                         f"(28x28): trace the model on a batch of shape (N, 784), (N, 1, 28, 28) or (N, 28, 28)")
+    return pixels(images, dtype).reshape(len(images), *shape)
+
+
+def model_inputs(spec: ModelSpec | Graph, images: np.ndarray, dtype="float32") -> np.ndarray:
+    """The input array for ``spec`` (its ``input`` kind; a model graph: its ``input_shape``) made from MNIST
+    digits."""
+    if isinstance(spec, Graph):
+        return graph_inputs(spec, images, dtype)
     if spec.input == "mnist":
         return pixels(images, dtype)
     if spec.input == "mnist_image":

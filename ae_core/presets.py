@@ -5,6 +5,7 @@ from __future__ import annotations
 from .layers import (LSTM, Activation, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten,
                      GaussianHead, GaussianNoise, LastStep, Linear, MaskingNoise, RepeatSteps, SpecError, TiedLinear,
                      Unflatten)
+from .graph import Graph
 from .spec import ModelSpec, mlp
 
 PRESETS: dict[str, ModelSpec] = {
@@ -115,3 +116,9 @@ def get_spec(name_or_spec: str | ModelSpec) -> ModelSpec:
         except KeyError:
             raise SpecError(f"unknown preset {name_or_spec!r}; known: {', '.join(PRESETS)}") from None
     raise SpecError(f"expected a preset name or a ModelSpec, got {type(name_or_spec).__name__}")
+
+
+def get_model(name_or_model: str | ModelSpec | Graph) -> ModelSpec | Graph:
+    """What a trainer trains: a preset by name, a spec, or a model graph (``ae_core.graph``: a ported torch
+    model, ``ae_core.graph_training``) itself."""
+    return name_or_model if isinstance(name_or_model, Graph) else get_spec(name_or_model)

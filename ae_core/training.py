@@ -4,7 +4,7 @@ A checkpoint is one safetensors file in torch naming and layout, readable by eit
 
 - ``model.<torch name>``: the weights;
 - ``optim.<torch name>.<slot>``: the optimizer state (``exp_avg``/``exp_avg_sq`` or ``momentum_buffer``);
-- metadata: the spec, dtype, training config (optimizer, loss, batch size, seed, data), the number of
+- metadata: the spec (a graph run: the model graph, ``ae_core.graph``), dtype, training config (optimizer, loss, batch size, seed, data), the number of
   completed epochs and steps, and which framework wrote it. The batch order of every epoch is
   ``epoch_batches(seed, epoch, n, batch_size)``, so (seed, epoch) is the whole RNG/batch position.
 
@@ -21,6 +21,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .errors import UsageError
+from .graph import Graph
+from .graph_training import check_graph_loss
 from .optim import OptimizerConfig
 from .spec import ModelSpec
 from .weights import CheckpointError, StateDictError, check_state_dict, load_safetensors, save_safetensors
@@ -31,15 +33,19 @@ LOSSES = ("mse", "bce", "vae")
 CHECKPOINT_FORMAT = "ae-parity/checkpoint-v1"
 
 
-def default_loss(spec: ModelSpec) -> str:
-    return "vae" if spec.is_vae else "mse"
+def default_loss(spec: ModelSpec | Graph) -> str:
+    return "vae" if isinstance(spec, ModelSpec) and spec.is_vae else "mse"
 
 
-def check_loss(spec: ModelSpec, loss: str) -> None:
+def check_loss(spec: ModelSpec | Graph, loss: str) -> None:
     """BCE (and the VAE's reconstruction term) is computed from logits: the decoder must end in a Sigmoid.
-    A VAE (GaussianHead) trains on the "vae" loss, and only it."""
+    A VAE (GaussianHead) trains on the "vae" loss, and only it. A model graph: its first output must have
+    the input's shape, and be a sigmoid's for "bce" (``ae_core.graph_training``)."""
     if loss not in LOSSES:
         raise UsageError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+    if isinstance(spec, Graph):
+        check_graph_loss(spec, loss)
+        return
     if loss in ("bce", "vae") and not spec.has_logits:
         raise UsageError(f"loss {loss!r} is computed from logits and needs a decoder ending in Sigmoid; "
                          f"{spec.name}'s decoder ends in {spec.decoder[-1]}")
@@ -114,7 +120,7 @@ class Trainer(Protocol):
     ``ae_parity`` (runs, bench, parity) uses trainers only through this interface."""
 
     framework: str  # "torch" or "jax"
-    spec: ModelSpec
+    spec: ModelSpec | Graph  # a preset's spec, or the graph of a ported model (ae_core.graph)
     config: TrainConfig
     n: int  # training examples
     step: int  # optimizer steps taken
@@ -141,7 +147,7 @@ class Trainer(Protocol):
 
 @dataclass
 class Checkpoint:
-    spec: ModelSpec
+    spec: ModelSpec | Graph  # a graph run's checkpoint records its graph (metadata "graph"), a preset's its spec
     config: TrainConfig
     epoch: int  # completed epochs; training continues with epoch index `epoch`
     step: int  # completed optimizer steps
@@ -154,10 +160,11 @@ class Checkpoint:
 def save_checkpoint(path, ckpt: Checkpoint) -> Path:
     tensors = {f"model.{k}": v for k, v in ckpt.model.items()}
     tensors.update({f"optim.{k}": v for k, v in ckpt.optim.items()})
+    model = ({"graph": ckpt.spec.to_json(), "model": ckpt.spec.name} if isinstance(ckpt.spec, Graph)
+             else {"spec": ckpt.spec.to_json(), "preset": ckpt.spec.name})
     meta = {
         "format": CHECKPOINT_FORMAT,
-        "spec": ckpt.spec.to_json(),
-        "preset": ckpt.spec.name,
+        **model,
         "dtype": ckpt.config.dtype,
         "config": ckpt.config.to_json(),
         "epoch": str(ckpt.epoch),
@@ -170,20 +177,28 @@ def save_checkpoint(path, ckpt: Checkpoint) -> Path:
     return save_safetensors(path, tensors, meta)
 
 
-def load_checkpoint(path, *, spec: ModelSpec | None = None, dtype: str | None = None) -> Checkpoint:
-    """Read and fully validate a checkpoint. With ``spec``/``dtype``, refuse one written for another model."""
+def _described(model: ModelSpec | Graph) -> str:
+    return f"{'graph' if isinstance(model, Graph) else 'model'} {model.name!r}"
+
+
+def load_checkpoint(path, *, spec: ModelSpec | Graph | None = None, dtype: str | None = None) -> Checkpoint:
+    """Read and fully validate a checkpoint. With ``spec``/``dtype``, refuse one written for another model
+    (a preset's spec, or a model graph: the same modules, methods and input shape)."""
     tensors, meta = load_safetensors(path)
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an ae-parity checkpoint (format {meta.get('format')!r})")
     try:
-        saved_spec = ModelSpec.from_json(meta["spec"])
+        saved_spec = Graph.from_json(meta["graph"]) if "graph" in meta else ModelSpec.from_json(meta["spec"])
         config = TrainConfig.from_json(meta["config"])
         epoch, step = int(meta["epoch"]), int(meta["step"])
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint metadata ({e})") from None
     problems = []
-    if spec is not None and not saved_spec.same_architecture(spec):
-        problems.append(f"written for model {saved_spec.name!r}, not {spec.name!r}")
+    if spec is not None and (type(saved_spec) is not type(spec) or not saved_spec.same_architecture(spec)):
+        same_kind = type(saved_spec) is type(spec)
+        other = " (another architecture)" if same_kind and isinstance(spec, Graph) else ""
+        problems.append(f"written for {_described(saved_spec)}{other}, not "
+                        f"{repr(spec.name) if same_kind else _described(spec)}")
     if dtype is not None and config.dtype != dtype:
         problems.append(f"written in {config.dtype}, expected {dtype}")
     if problems:

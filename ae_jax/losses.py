@@ -38,4 +38,17 @@ def vae(model, x: jax.Array, target: jax.Array, noise=None) -> jax.Array:
     return terms["recon"] + terms["kl"]
 
 
+def graph_mse(model, x: jax.Array, target: jax.Array, noise=None) -> jax.Array:
+    """A model graph's "mse" (``ae_core.graph_training``): torch's ``nn.MSELoss()`` on the output of its
+    loss graph (``loss_graph(graph, "mse")``: its first output)."""
+    return jnp.mean(jnp.square(model(x, noise=noise) - target))
+
+
+def graph_bce(model, x: jax.Array, target: jax.Array, noise=None) -> jax.Array:
+    """A model graph's "bce": torch's ``nn.BCEWithLogitsLoss()`` on the output of ``loss_graph(graph,
+    "bce")``, the logits going into the sigmoid of its first output."""
+    return jnp.mean(_bce_with_logits(model(x, noise=noise), target))
+
+
 LOSSES = {"mse": mse, "bce": bce, "vae": vae}
+GRAPH_LOSSES = {"mse": graph_mse, "bce": graph_bce}  # a model graph's losses, by the same names

@@ -16,13 +16,16 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ae_core import ModelSpec, epoch_batches, get_spec
-from ae_core.noise import epoch_noise
+from ae_core import ModelSpec, epoch_batches, get_model, init_state_dict
+from ae_core.graph import Graph
+from ae_core.graph_training import loss_graph
+from ae_core.noise import epoch_noise, eval_noise
 from ae_core.training import TrainConfig, check_loss, check_training_state
 
 from . import sharding
+from .graph import GraphModule
 from .layers import relu_inputs
-from .losses import LOSSES
+from .losses import GRAPH_LOSSES, LOSSES
 from .models import build
 from .numerics import jnp_dtype
 from .optim import load_optimizer_state, make_optimizer, optimizer_state
@@ -30,10 +33,15 @@ from .weights import expected_shapes, int_keys, load_state_dict, param_names, st
 
 
 # ---------------------------------------------------------------------------- pure functions ----
+def _loss_fn(loss):
+    """A loss by name (``LOSSES``), or the loss function itself (a model graph's, ``GRAPH_LOSSES``)."""
+    return LOSSES[loss] if isinstance(loss, str) else loss
+
+
 def _loss(graphdef, loss_name, params, rest, x, noise):
     # copy=True: fresh Variables owned by this trace, so a train-mode BatchNorm may update its statistics
     model = nnx.merge(graphdef, params, rest, copy=True)
-    value = LOSSES[loss_name](model, x, x, noise)
+    value = _loss_fn(loss_name)(model, x, x, noise)
     _, _, new_rest = nnx.split(model, nnx.Param, ...)  # e.g. BatchNorm statistics updated in the call
     return value, new_rest
 
@@ -78,14 +86,15 @@ def train_epoch(graphdef, tx, loss_name, params, rest, opt_state, data, batch_id
     return params, rest, opt_state, losses
 
 
-def eval_loss(graphdef, loss_name, params, rest, x):
-    return _loss(graphdef, loss_name, params, rest, x, None)[0]
+def eval_loss(graphdef, loss_name, params, rest, x, noise=None):
+    """The loss of ``x`` in eval mode; ``noise``: a model graph's eval-mode draws (``ae_core.noise.eval_noise``)."""
+    return _loss(graphdef, loss_name, params, rest, x, noise)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "loss"))
 def _loss_and_grad(graphdef, params, rest, x, target, noise, *, loss):
     def loss_fn(p, r):
-        return LOSSES[loss](nnx.merge(graphdef, p, r, copy=True), x, target, noise)
+        return _loss_fn(loss)(nnx.merge(graphdef, p, r, copy=True), x, target, noise)
 
     return jax.value_and_grad(loss_fn)(params, rest)
 
@@ -94,7 +103,7 @@ def _loss_and_grad(graphdef, params, rest, x, target, noise, *, loss):
 def _loss_grad_relu(graphdef, params, rest, x, target, noise, *, loss):
     def loss_fn(p, r):
         with relu_inputs() as seen:
-            value = LOSSES[loss](nnx.merge(graphdef, p, r, copy=True), x, target, noise)
+            value = _loss_fn(loss)(nnx.merge(graphdef, p, r, copy=True), x, target, noise)
         return value, seen
 
     (value, seen), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest)
@@ -102,9 +111,10 @@ def _loss_grad_relu(graphdef, params, rest, x, target, noise, *, loss):
 
 
 def loss_and_grad(model: nnx.Module, x: jax.Array, target: jax.Array | None = None,
-                  loss: str = "mse", noise=None) -> tuple[float, dict[str, np.ndarray]]:
-    """The loss of one batch and ``{parameter name: gradient}`` (canonical: numpy, torch layout; the same
-    as ``ae_torch.train.loss_and_grad`` returns), jit-compiled, in the model's current mode; the model
+                  loss="mse", noise=None) -> tuple[float, dict[str, np.ndarray]]:
+    """The loss (a name of ``LOSSES``, or a loss function such as ``GRAPH_LOSSES["mse"]``) of one batch and
+    ``{parameter name: gradient}`` (canonical: numpy, torch layout; the same as
+    ``ae_torch.train.loss_and_grad`` returns), jit-compiled, in the model's current mode; the model
     itself is not changed (a train-mode BatchNorm's statistics update is discarded: :class:`Trainer`
     keeps it)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -113,7 +123,7 @@ def loss_and_grad(model: nnx.Module, x: jax.Array, target: jax.Array | None = No
 
 
 def loss_grad_and_relu_inputs(model: nnx.Module, x: jax.Array, target: jax.Array | None = None,
-                              loss: str = "mse", noise=None) -> tuple[float, dict[str, np.ndarray], list[np.ndarray]]:
+                              loss="mse", noise=None) -> tuple[float, dict[str, np.ndarray], list[np.ndarray]]:
     """:func:`loss_and_grad`, plus the input of every ReLU of that forward in call order (numpy; images
     in torch's NCHW layout), returned by the same compiled computation as the gradients: which side of
     the kink each pre-activation fell on decides the gradient there (``ae_parity.reference``)."""
@@ -136,10 +146,29 @@ def encode_decode(model: nnx.Module, x: jax.Array, noise=None) -> tuple[jax.Arra
 
 
 # ---------------------------------------------------------------------------------- Trainer ----
-def split_for_training(spec: ModelSpec, config: TrainConfig, seed: int):
-    """Build ``spec`` from ``seed``'s initial weights and split it once, for a trainer: (eval-mode graphdef,
-    train-mode graphdef, params, rest = the other state, e.g. BatchNorm statistics)."""
-    model = build(spec, dtype=config.dtype, seed=seed)
+def build_model(model: ModelSpec | Graph, config: TrainConfig, seed: int, weights=None) -> nnx.Module:
+    """What a trainer trains (mirrors ``ae_torch.train.build_model``): a preset's ``Autoencoder``, or a
+    model graph's loss graph (``ae_core.graph_training.loss_graph``: the graph's modules, ``forward``
+    returning what the loss compares) as an ``ae_jax.graph.GraphModule``; in ``config.dtype``, from
+    ``weights`` (a canonical state dict, e.g. a torch model's) or else ``init_state_dict(model, seed)``."""
+    if isinstance(model, Graph):
+        dtype, graph = jnp_dtype(config.dtype), loss_graph(model, config.loss)
+        # the weights are loaded next: built abstractly (shapes only), as ae_parity.port does
+        out = nnx.eval_shape(lambda: GraphModule(graph, rngs=nnx.Rngs(0), dtype=dtype))
+        load_state_dict(out, init_state_dict(model, seed, config.dtype) if weights is None else weights)
+        if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(nnx.state(out))):
+            raise RuntimeError(f"{model.name}: a variable of the graph module has no value in the state dict")
+        return out
+    out = build(model, dtype=config.dtype, seed=seed)
+    if weights is not None:
+        load_state_dict(out, weights)
+    return out
+
+
+def split_for_training(spec: ModelSpec | Graph, config: TrainConfig, seed: int, weights=None):
+    """Build ``spec`` from ``seed``'s initial weights (or ``weights``) and split it once, for a trainer:
+    (eval-mode graphdef, train-mode graphdef, params, rest = the other state, e.g. BatchNorm statistics)."""
+    model = build_model(spec, config, seed, weights)
     model.eval()
     eval_graphdef = nnx.graphdef(model)
     model.train()
@@ -178,6 +207,8 @@ def lower_counted(counts: dict, fn, *args):
 
 class Trainer:
     """Model state + optimizer state + device-resident data; the same methods as ``ae_torch.train.Trainer``.
+    ``spec``: a preset (name or spec) or a model graph (``ae_core.graph``: its loss graph is trained, an
+    ``ae_jax.graph.GraphModule``); ``weights``: a canonical state dict to start from instead of the seeded init.
 
     ``train_epoch(epoch)`` runs the compiled whole-epoch scan (``mode="scan"``) or the compiled single
     step in a Python loop (``mode="step"``); both donate their buffers. ``mode="auto"`` (default) picks
@@ -199,17 +230,18 @@ class Trainer:
 
     MODES = ("auto", "scan", "step")
 
-    def __init__(self, spec: str | ModelSpec, config: TrainConfig, x_train, x_eval=None, *,
+    def __init__(self, spec: str | ModelSpec | Graph, config: TrainConfig, x_train, x_eval=None, *,
                  precision: str = "highest", device: jax.Device | None = None, mode: str = "auto",
-                 devices=None, tx: optax.GradientTransformation | None = None):
-        self.spec, self.config = get_spec(spec), config
+                 devices=None, tx: optax.GradientTransformation | None = None, weights=None):
+        self.spec, self.config = get_model(spec), config
         if mode not in self.MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {self.MODES}")
         check_loss(self.spec, config.loss)
         self.dtype = jnp_dtype(config.dtype)
         self.precision = precision
         self.tx = make_optimizer(config.optimizer) if tx is None else tx
-        self.eval_graphdef, self.graphdef, self.params, self.rest = split_for_training(self.spec, config, config.seed)
+        self.eval_graphdef, self.graphdef, self.params, self.rest = split_for_training(self.spec, config, config.seed,
+                                                                                      weights)
         self.opt_state = self.tx.init(self.params)
         if devices is not None and device is not None:
             raise ValueError("give either device (one device) or devices (data-parallel), not both")
@@ -230,7 +262,8 @@ class Trainer:
         has_conv = self.spec.has("conv2d", "conv_transpose2d")
         platform = next(iter(self.x.devices())).platform
         self.mode = mode if mode != "auto" else ("step" if has_conv and platform == "cpu" else "scan")
-        static = (self.graphdef, self.tx, config.loss)
+        self.loss = GRAPH_LOSSES[config.loss] if isinstance(self.spec, Graph) else config.loss
+        static = (self.graphdef, self.tx, self.loss)
         # with a mesh, results stay replicated (the next call finds its inputs where it left them)
         out = {} if self.mesh is None else {"out_shardings": sharding.replicated(self.mesh)}
         self._counts: dict = {}
@@ -238,8 +271,10 @@ class Trainer:
             train_step_indexed, *static, batch_sharding=batch_sharding), donate_argnums=(0, 1, 2), **out)
         self._epoch_fn = counted_jit(self._counts, "epoch", functools.partial(
             train_epoch, *static, batch_sharding=batch_sharding), donate_argnums=(0, 1, 2), **out)
-        self._eval_fn = counted_jit(self._counts, "eval", functools.partial(eval_loss, self.eval_graphdef, config.loss),
+        self._eval_fn = counted_jit(self._counts, "eval", functools.partial(eval_loss, self.eval_graphdef, self.loss),
                                     **out)
+        self.eval_noise = self.place(eval_noise(self.spec, config.seed, 0 if x_eval is None else len(self.x_eval),
+                                                config.dtype))  # a graph's eval-mode randn_like draws
 
     def place(self, tree):
         """Host arrays (a pytree) put where this trainer keeps its state: its device, or replicated over its mesh."""
@@ -301,7 +336,7 @@ class Trainer:
         if self.x_eval is None:
             raise ValueError("this trainer has no eval set (x_eval)")
         with jax.default_matmul_precision(self.precision):
-            return float(self._eval_fn(self.params, self.rest, self.x_eval))
+            return float(self._eval_fn(self.params, self.rest, self.x_eval, self.eval_noise or None))
 
     def compiled_count(self) -> dict[str, int]:
         """How many programs each compiled function was traced and compiled into so far (1 after any number of

@@ -163,8 +163,27 @@ def _add_train(sub) -> None:
                        help="whole epoch as one lax.scan, or a jitted step per batch; auto: scan, except "
                             "convolutional models on CPU (faster as steps there)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _graph_args(train)
     _scale_args(train)
     _data_args(train)
+
+
+def _graph_args(p):
+    """A model of the user's instead of --preset, trained as a model graph (``ae_parity.ported``)."""
+    g = p.add_argument_group(
+        "a model of your own instead of --preset (a model graph, trained from the seeded init in both frameworks "
+        "on its first output vs the input: --loss mse, or bce where that output is a sigmoid's)")
+    g.add_argument("--graph", default=None, metavar="FILE.json",
+                   help="a model graph file, as ae_core.graph.Graph.to_json() writes it (e.g. of "
+                        "ae_torch.trace.trace(model, x))")
+    g.add_argument("--torch", default=None, metavar="FILE.py:NAME",
+                   help="a torch nn.Module class, or a function returning the model (also module:NAME), traced on "
+                        "a batch of the digits")
+    g.add_argument("--torch-kwargs", type=_json_object, default=None, metavar="JSON",
+                   help="keyword arguments for the --torch class or function, a JSON object: '{\"width\": 64}'")
+    g.add_argument("--input-shape", default=None, metavar="SHAPE",
+                   help="--torch: the per-example input shape, 784 values, e.g. 784 or 1,28,28 (default: the "
+                        "class's input_shape attribute, else 784)")
 
 
 def _add_sweep(sub) -> None:

@@ -41,11 +41,17 @@ def _resumed_config(args):
 
     from ae_core.training import CHECKPOINT_FORMAT, TrainConfig, load_checkpoint
 
+    from .ported import model_from_args
     from .rundir import CHECKPOINT
 
-    ckpt = load_checkpoint(Path(args.resume) / CHECKPOINT)
+    ckpt = load_checkpoint(Path(args.resume) / CHECKPOINT)  # a graph run's holds its graph: resumed onto it
     saved = ckpt.config
     conflicts = []
+    given = model_from_args(args, saved.dtype, saved.batch_size, saved.seed)  # --graph / --torch, if given
+    if given is not None and not given.same_architecture(ckpt.spec):
+        flag = f"--graph {args.graph}" if args.graph else f"--torch {args.torch}"
+        trained = "another graph" if isinstance(ckpt.spec, type(given)) else "the preset"
+        conflicts.append(f"{flag} (the run trained {trained} {ckpt.spec.name})")
     for name, value, was in (("preset", args.preset, ckpt.spec.name), ("dtype", args.dtype, saved.dtype),
                              ("batch-size", args.batch_size, saved.batch_size), ("seed", args.seed, saved.seed),
                              ("loss", args.loss, saved.loss)):
@@ -63,15 +69,18 @@ def _resumed_config(args):
 
 
 def _new_config(args):
-    """``train --out``: the spec and config from the flags, with the defaults for those not given."""
+    """``train --out``: the spec (or the model graph of --graph / --torch, ``ae_parity.ported``) and config
+    from the flags, with the defaults for those not given."""
     from ae_core import get_spec
-    from ae_core.training import TrainConfig, default_loss
+    from ae_core.training import TrainConfig, check_loss, default_loss
 
-    spec = get_spec(args.preset or DEFAULT_PRESET)
-    config = TrainConfig(epochs=args.epochs or 10, batch_size=args.batch_size or 32,
-                         optimizer=optimizer_config(args),
-                         loss=args.loss or default_loss(spec), seed=0 if args.seed is None else args.seed,
-                         dtype=args.dtype or "float32")
+    from .ported import model_from_args
+
+    seed, dtype, batch_size = 0 if args.seed is None else args.seed, args.dtype or "float32", args.batch_size or 32
+    spec = model_from_args(args, dtype, batch_size, seed) or get_spec(args.preset or DEFAULT_PRESET)
+    config = TrainConfig(epochs=args.epochs or 10, batch_size=batch_size, optimizer=optimizer_config(args),
+                         loss=args.loss or default_loss(spec), seed=seed, dtype=dtype)
+    check_loss(spec, config.loss)  # before the data are loaded
     return spec, config
 
 

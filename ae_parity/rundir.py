@@ -5,6 +5,7 @@
 resumes with ``ae-parity train --resume`` in either framework.
 
     metrics.json   {"framework", "preset", "spec", "config", "data", ["sweep",] "epochs": [record, ...]}
+                   (a model graph's run: "model" and "graph" instead of "preset" and "spec")
                    a record: {"epoch", "steps", "train_loss", "eval_loss", "time_s", "samples_per_s",
                    "step_losses"} (JSON, indent 1)
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ae_core import ModelSpec
+from ae_core.graph import Graph
 from ae_core.files import atomic_write
 from ae_core.training import Checkpoint, TrainConfig, load_checkpoint, save_checkpoint
 
@@ -24,11 +26,12 @@ CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.json"
 
 
-def metrics_header(framework: str, spec: ModelSpec, config: TrainConfig, data_source: str, *,
+def metrics_header(framework: str, spec: ModelSpec | Graph, config: TrainConfig, data_source: str, *,
                    sweep: dict | None = None) -> dict:
     """A run's metrics before its first epoch: what was trained, on what, and an empty epoch list."""
-    metrics = {"framework": framework, "preset": spec.name, "spec": json.loads(spec.to_json()),
-               "config": json.loads(config.to_json()), "data": data_source}
+    model = ({"model": spec.name, "graph": json.loads(spec.to_json())} if isinstance(spec, Graph)
+             else {"preset": spec.name, "spec": json.loads(spec.to_json())})
+    metrics = {"framework": framework, **model, "config": json.loads(config.to_json()), "data": data_source}
     if sweep is not None:
         metrics["sweep"] = sweep
     metrics["epochs"] = []
@@ -46,7 +49,7 @@ def epoch_record(epoch: int, losses: np.ndarray, eval_loss: float, seconds: floa
 class RunDir:
     """The run directory ``path`` of one model: its metrics (in memory, written with every checkpoint)."""
 
-    def __init__(self, path, framework: str, spec: ModelSpec, config: TrainConfig, data_source: str, *,
+    def __init__(self, path, framework: str, spec: ModelSpec | Graph, config: TrainConfig, data_source: str, *,
                  sweep: dict | None = None):
         self.path = Path(path)
         self.framework, self.spec, self.config = framework, spec, config

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ae_core import ModelSpec, UsageError, get_spec, model_inputs
+from ae_core import ModelSpec, UsageError, get_model, model_inputs
+from ae_core.graph import Graph
 from ae_core import mnist
 from ae_core.training import Checkpoint, TrainConfig
 
@@ -41,9 +42,10 @@ class Data:
     labels_eval: np.ndarray | None = None
 
 
-def load_data(spec: ModelSpec, source: str = "auto", data_dir=None, dtype: str = "float32",
+def load_data(spec: ModelSpec | Graph, source: str = "auto", data_dir=None, dtype: str = "float32",
               limit: int | None = None) -> Data:
     """Train split for training, test split for evaluation; ``limit`` keeps the first N training examples.
+    The inputs are what ``spec`` eats (``ae_core.model_inputs``; a model graph: its ``input_shape``).
 
     The source is resolved once (``auto``: full MNIST, a download, or the offline sample), so both splits
     come from the same files and a failed download is tried, and reported, once."""
@@ -55,6 +57,8 @@ def load_data(spec: ModelSpec, source: str = "auto", data_dir=None, dtype: str =
 
 
 def make_trainer(framework: str, spec, config: TrainConfig, data: Data, **kwargs):
+    """The ``framework``'s trainer of ``spec`` (a preset name, a spec or a model graph) on ``data``; ``kwargs``
+    go to the trainer (``weights=``: a canonical state dict to start from instead of the seeded init)."""
     if framework == "jax":
         from ae_jax.train import Trainer
     elif framework == "torch":
@@ -107,16 +111,17 @@ class Progress:
             bar.update(steps)
 
 
-def train_run(framework: str, spec: str | ModelSpec, config: TrainConfig, out_dir, *, data: Data,
+def train_run(framework: str, spec: str | ModelSpec | Graph, config: TrainConfig, out_dir, *, data: Data,
               resume: bool = False, progress: bool = False, trainer_kwargs: dict | None = None,
               log=print) -> dict:
     """Train (or resume) a run in ``out_dir``; return the metrics dict (also in ``out_dir/metrics.json``).
 
     With ``resume``, the checkpoint's spec, config and state are used (validated first: a checkpoint of
     another model or dtype is refused before anything is built) and training continues up to
-    ``config.epochs`` epochs.
+    ``config.epochs`` epochs. ``spec`` may be a model graph (a ported torch model): the run directory then
+    records the graph instead of a spec, and resumes only onto the same graph.
     """
-    spec = get_spec(spec)
+    spec = get_model(spec)
     run = RunDir(out_dir, framework, spec, config, data.source)
     ckpt = _resume(run, log) if resume else None
     trainer = make_trainer(framework, spec, config, data, **(trainer_kwargs or {}))

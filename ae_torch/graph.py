@@ -141,6 +141,10 @@ class GraphModule(nn.Module):
         self.layers = dict(self.named_modules())
 
     def run(self, method: str, *args, noise: Mapping[str, torch.Tensor] | None = None):
+        """Run one of the graph's methods in the current mode: in eval mode its ``<method>@eval`` where the
+        traced code differs between the modes (as ``ae_jax.graph.GraphModule.run``)."""
+        if not self.training and f"{method}@eval" in self.graph.methods:
+            method = f"{method}@eval"
         m = self.graph.methods[method]
         env: dict[str, Any] = dict(zip(m.inputs, args))
 

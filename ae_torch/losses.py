@@ -35,4 +35,17 @@ def vae(model, x: torch.Tensor, target: torch.Tensor, noise=None) -> torch.Tenso
     return terms["recon"] + terms["kl"]
 
 
+def graph_mse(model, x: torch.Tensor, target: torch.Tensor, noise=None) -> torch.Tensor:
+    """A model graph's "mse" (``ae_core.graph_training``): ``nn.MSELoss()`` on the output of its loss graph
+    (``loss_graph(graph, "mse")``: its first output)."""
+    return F.mse_loss(model(x, noise=noise), target)
+
+
+def graph_bce(model, x: torch.Tensor, target: torch.Tensor, noise=None) -> torch.Tensor:
+    """A model graph's "bce": ``nn.BCEWithLogitsLoss()`` on the output of ``loss_graph(graph, "bce")``, the
+    logits going into the sigmoid of its first output."""
+    return F.binary_cross_entropy_with_logits(model(x, noise=noise), target)
+
+
 LOSSES = {"mse": mse, "bce": bce, "vae": vae}
+GRAPH_LOSSES = {"mse": graph_mse, "bce": graph_bce}  # a model graph's losses, by the same names

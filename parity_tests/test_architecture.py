@@ -86,9 +86,9 @@ MIRRORED = {
     "weights": ["state_dict", "load_state_dict", "save_weights", "load_weights", "model_dtype", "expected_shapes",
                 "int_keys", "param_names"],
     "data": ["mnist_inputs"],
-    "losses": ["LOSSES", "mse", "bce", "vae", "vae_terms"],
+    "losses": ["LOSSES", "GRAPH_LOSSES", "mse", "bce", "vae", "vae_terms", "graph_mse", "graph_bce"],
     "optim": ["make_optimizer", "optimizer_state", "load_optimizer_state"],
-    "train": ["Trainer", "loss_and_grad"],
+    "train": ["Trainer", "loss_and_grad", "build_model"],
     "numerics": [],
     "graph": ["GraphModule", "OPS", "build"],
 }
