@@ -97,7 +97,8 @@ class ConvTransposes(nn.Module):
     def __init__(self):
         super().__init__()
         self.crop = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=3, output_padding=1)
-        self.rect = nn.ConvTranspose2d(6, 4, (3, 2), stride=(1, 2), padding=(1, 0), output_padding=(0, 1))
+        self.rect = nn.ConvTranspose2d(6, 4, (3, 2), stride=(1, 2), padding=(1, 0), output_padding=(0, 1),
+                                       dilation=(2, 1))
         self.dilated = nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, dilation=2, groups=2, output_padding=1)
         self.wide = nn.ConvTranspose2d(4, 2, 2, stride=2, padding=(2, 1), groups=2, bias=False)
 
@@ -280,7 +281,8 @@ def test_the_generated_source_computes_what_the_graph_module_computes(tmp_path, 
         np.testing.assert_array_equal(np.asarray(gen(x.numpy(), **more)), np.asarray(jm(x.numpy(), **more)))
     text = path.read_text()
     expected = {"conv_transposes": ["self.crop = TorchConvTranspose(4, 6, (3, 3), strides=(2, 2), padding=((-1, 0), "
-                                    "(-1, 0))", "groups=2", "nnx.ConvTranspose(6, 4, (3, 2)", "to_channels_last("],
+                                    "(-1, 0))", "groups=2", "nnx.ConvTranspose(6, 4, (3, 2)", "kernel_dilation=(2, 1)",
+                                    "to_channels_last("],
                 "batch_stats": ["track_running_stats=False", "momentum=None", "F.batch_norm("],
                 "embedding": ["self.embed = Embedding(5, 3, padding_idx=0", "def __call__(self, x, labels, noise=None)"],
                 "lstm": ["LSTM(3, 4, num_layers=2, bias=True, batch_first=True, returns_state=True",
