@@ -9,9 +9,9 @@ from .errors import UsageError
 from .init import init_state_dict
 from .inputs import model_inputs
 from .presets import DEFAULT_PRESET, PRESETS, get_model, get_spec
-from .layers import (LAYER_KINDS, LSTM, Activation, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
-                     Flatten, GaussianHead, GaussianNoise, LastStep, LayerSpec, Linear, MaskingNoise, RepeatSteps,
-                     SpecError, TiedLinear, Unflatten)
+from .layers import (GRU, LAYER_KINDS, LSTM, Activation, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d,
+                     Dropout, Embedding, Flatten, GaussianHead, GaussianNoise, GroupNorm, LastStep, LayerNorm,
+                     LayerSpec, Linear, MaskingNoise, PReLU, RepeatSteps, SpecError, TiedLinear, Unflatten)
 from .spec import ModelSpec, mlp
 from .training import Trainer
 from .weights import CheckpointError, StateDictError, load_weights, save_weights
@@ -29,8 +29,9 @@ def check_dtype(dtype) -> str:
 
 
 __all__ = [
-    "LSTM", "Activation", "BatchNorm1d", "BatchNorm2d", "CheckpointError", "Conv2d", "ConvTranspose2d", "Dropout",
-    "Flatten", "GaussianHead", "GaussianNoise", "LastStep", "MaskingNoise", "RepeatSteps", "TiedLinear", "Unflatten",
+    "GRU", "LSTM", "Activation", "BatchNorm1d", "BatchNorm2d", "CheckpointError", "Conv1d", "Conv2d", "ConvTranspose2d",
+    "Dropout", "Embedding", "Flatten", "GaussianHead", "GaussianNoise", "GroupNorm", "LastStep", "LayerNorm",
+    "MaskingNoise", "PReLU", "RepeatSteps", "TiedLinear", "Unflatten",
     "DEFAULT_PRESET", "DTYPES", "LAYER_KINDS", "LayerSpec", "Linear", "ModelSpec", "PRESETS",
     "SpecError", "StateDictError", "check_dtype", "epoch_batches", "epoch_permutation", "get_model", "get_spec",
     "Trainer", "UsageError", "init_state_dict", "load_weights", "mlp", "model_inputs", "save_weights",

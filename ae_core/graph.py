@@ -107,6 +107,11 @@ OPS: dict[str, OpSig] = {
                        divisor_override=None),
     "adaptive_avg_pool2d": _sig("input", "output_size"),
     "interpolate": _sig("input", size=None, scale_factor=None, mode="nearest", align_corners=None),
+    # normalisation without module state (weight / bias: computed values or None)
+    "layer_norm": _sig("input", "normalized_shape", weight=None, bias=None, eps=1e-5),
+    "group_norm": _sig("input", "num_groups", weight=None, bias=None, eps=1e-5),
+    "batch_norm": _sig("input", "running_mean", "running_var", weight=None, bias=None, training=False, momentum=0.1,
+                       eps=1e-5),
     # random draws: supplied noise (per example, channels first), the same arrays for both frameworks
     "randn_like": _sig("input", noise="normal"),
     "dropout": _sig("input", p=0.5, noise="bernoulli"),
@@ -287,6 +292,24 @@ class Graph:
             return cls(d["name"], modules, methods, tuple(d.get("input_shape", ())), d.get("dtype", "float32"))
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
             raise SpecError(f"not a valid model graph: {type(e).__name__}: {e}") from None
+
+
+def bind_inputs(graph: str, method: str, names: tuple[str, ...], args: tuple, kwargs: Mapping[str, Any]) -> dict:
+    """A method's inputs given by position and by name -> ``{name: value}`` (TypeError for a missing,
+    unknown or twice given one): what both runtimes do with a call's arguments."""
+    where = f"{graph}.{method.split('@')[0]}"
+    if len(args) > len(names):
+        raise TypeError(f"{where} takes {len(names)} input(s) ({', '.join(names)}), got {len(args)}")
+    env = dict(zip(names, args))
+    for k, v in kwargs.items():
+        if k not in names or k in env:
+            raise TypeError(f"{where}: input {k!r} " + ("given twice" if k in env else
+                                                        f"unknown (inputs: {', '.join(names)})"))
+        env[k] = v
+    missing = [n for n in names if n not in env]
+    if missing:
+        raise TypeError(f"{where} needs input(s) {', '.join(map(repr, missing))}")
+    return env
 
 
 def refs(*values) -> list[Ref]:

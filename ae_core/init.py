@@ -8,10 +8,12 @@ initialised here is distributed exactly like one built by the tutorial code; the
 PCG64 so they do not depend on either framework's RNG. Draw order: layers in execution order, each
 layer's parameters in ``param_shapes()`` order, one generator per seed.
 
-Each layer kind's rule is registered beside its spec (``ae_core.layers``): LSTM -- every tensor
+Each layer kind's rule is registered beside its spec (``ae_core.layers``): LSTM and GRU -- every tensor
 U(-1/sqrt(hidden), 1/sqrt(hidden)); BatchNorm -- weight 1, bias 0, running_mean 0, running_var 1,
-num_batches_tracked 0; a VAE head's two Linears and a tied Linear's bias -- the Linear rule with their
-own fan_in; parameter-free layers -- nothing.
+num_batches_tracked 0; LayerNorm and GroupNorm -- weight 1, bias 0; PReLU -- every slope its ``init``
+(0.25); Embedding -- N(0, 1), the padding row 0; grouped convolutions -- the conv rule with torch's
+fan_in (weight.size(1) * kernel size); a VAE head's two Linears and a tied Linear's bias -- the Linear
+rule with their own fan_in; parameter-free layers -- nothing.
 """
 
 from __future__ import annotations

@@ -36,11 +36,12 @@ def _transpose(a: np.ndarray) -> np.ndarray:
 
 
 def _hwio_from_torch(a: np.ndarray) -> np.ndarray:
-    return a.transpose(2, 3, 1, 0)
+    """A torch kernel (out, in, *k) -> (*k, in, out): ``transpose(2, 3, 1, 0)`` for 2-d, ``(2, 1, 0)`` for 1-d."""
+    return a.transpose(*range(2, a.ndim), 1, 0)
 
 
 def _hwio_to_torch(a: np.ndarray) -> np.ndarray:
-    return a.transpose(3, 2, 0, 1)
+    return a.transpose(a.ndim - 1, a.ndim - 2, *range(a.ndim - 2))
 
 
 # (to_torch, from_torch) pairs

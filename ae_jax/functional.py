@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import modules as _modules
 from .layers import relu as _relu
 
 
@@ -289,6 +290,29 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     for axis, (n, m, scale) in enumerate(zip(spatial, size, scales), start=2):
         x = _resample(x, axis, n, m, scale, mode, align_corners)
     return x
+
+
+# ---------------------------------------------------------------------------- normalisation ----
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """``F.layer_norm``: over the last ``len(normalized_shape)`` axes, the biased variance."""
+    return _modules.layer_norm(input, normalized_shape, weight, bias, eps)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """``F.group_norm`` on (N, C, ...): groups of consecutive channels."""
+    return _modules.group_norm(input, num_groups, weight, bias, eps)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """``F.batch_norm`` on (N, C, ...): the batch's statistics in training or without running ones, else the
+    given ones (read only: a graph holds no buffers outside its layers)."""
+    axes = (0, *range(2, input.ndim))
+    if training or running_mean is None:
+        y = _modules.normalize(input, axes, eps)
+    else:
+        shape = (-1,) + (1,) * (input.ndim - 2)
+        y = (input - running_mean.reshape(shape)) * jax.lax.rsqrt(running_var.reshape(shape) + eps)
+    return _modules.affine(y, weight, bias, channel_axis=True)
 
 
 # ----------------------------------------------------------------------------- random draws ----

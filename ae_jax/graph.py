@@ -25,10 +25,10 @@ from flax import nnx
 
 from ae_core import check_dtype
 from ae_core.graph import OPS as GRAPH_OPS
-from ae_core.graph import Graph, Ref
+from ae_core.graph import Graph, Ref, bind_inputs
 
 from . import functional
-from .layers import make_layer, to_nchw, to_nhwc
+from .layers import make_layer, to_channels_first, to_channels_last
 from .numerics import jnp_dtype
 
 
@@ -81,15 +81,16 @@ class GraphModule(nnx.Module):
             obj = obj[int(part)] if isinstance(obj, nnx.List) else getattr(obj, part)
         return obj
 
-    def run(self, method: str, *args, noise: Mapping[str, jax.Array] | None = None):
-        """Run one of the graph's methods (``forward``, ``encode``, ``decode``) in the current mode."""
+    def run(self, method: str, *args, noise: Mapping[str, jax.Array] | None = None, **inputs):
+        """Run one of the graph's methods (``forward``, ``encode``, ``decode``) in the current mode, on its
+        inputs by position or by their torch names."""
         if self.deterministic and f"{method}@eval" in self.graph.methods:
             method = f"{method}@eval"
         if method not in self.graph.methods:
             raise AttributeError(f"{self.graph.name} has no {method.split('@')[0]!r} (traced: "
                                  f"{', '.join(m for m in self.graph.methods if '@' not in m)})")
         m = self.graph.methods[method]
-        env: dict[str, Any] = dict(zip(m.inputs, args))
+        env: dict[str, Any] = bind_inputs(self.graph.name, method, m.inputs, args, inputs)
 
         def get(v):
             if isinstance(v, Ref):
@@ -108,7 +109,7 @@ class GraphModule(nnx.Module):
             if node.op == "module":
                 layer, (x, *rest) = self._layer(node.target), get(node.args)
                 if self.graph.modules[node.target].image:
-                    env[node.name] = to_nchw(layer(to_nhwc(x), *rest))
+                    env[node.name] = to_channels_first(layer(to_channels_last(x), *rest))
                 else:
                     env[node.name] = layer(x, *rest)
             elif node.op == "randn_like":
@@ -124,8 +125,8 @@ class GraphModule(nnx.Module):
                 env[node.name] = OPS[node.op](**get(dict(node.kwargs)))
         return get(m.output)
 
-    def __call__(self, x, noise: Mapping[str, jax.Array] | None = None):
-        return self.run("forward", x, noise=noise)
+    def __call__(self, x, *more, noise: Mapping[str, jax.Array] | None = None, **inputs):
+        return self.run("forward", x, *more, noise=noise, **inputs)
 
     def encode(self, x, noise=None):
         return self.run("encode", x, noise=noise)

@@ -4,8 +4,9 @@ ae_torch/layers.py).
 ``@builds(SpecClass, rules={NNX class: (ParamRule, ...)})`` registers the function that turns a layer
 spec into its NNX module (or a parameter-free function), and, beside it, how that module's variables
 map to torch's parameters (``ae_jax.convert``). Flax's own layers where they match torch
-(``nnx.Linear``, ``nnx.Conv``, ``nnx.ConvTranspose`` with explicit padding); below, torch-faithful
-ones where Flax's differ (BatchNorm, LSTM) or do not exist.
+(``nnx.Linear``, ``nnx.Conv``, ``nnx.ConvTranspose`` with explicit padding); torch-faithful ones where
+Flax's differ or do not exist (``ae_jax.modules``: BatchNorm, LayerNorm, GroupNorm, PReLU, Embedding, the
+padded and grouped convolutions; ``ae_jax.recurrent``: LSTM, GRU); below, the presets' own layers.
 
 Images: the layers run channels-last (N, H, W, C), XLA's native layout; ``Flatten`` / ``Unflatten`` go
 through NCHW so that the Linear after a flatten sees torch's element order.
@@ -25,7 +26,10 @@ from flax import nnx
 from ae_core import layers as L
 from ae_core.layers import LayerSpec
 
-from .convert import HWIO, LINEAR, TRANSPOSE, ParamRule, register_rules
+from .convert import HWIO, LINEAR, ParamRule, register_rules
+from .modules import (BatchNorm, Embedding, GroupNorm, LayerNorm, PaddedConv, PReLU,  # noqa: F401 (re-exported:
+                      TorchConvTranspose, to_channels_first, to_channels_last, torch_uniform)  # ports import them here)
+from .recurrent import GRU, LSTM, recurrent_rules
 
 # The list receiving ReLU inputs while :func:`relu_inputs` is active (None otherwise).
 _RELU_INPUTS: contextvars.ContextVar = contextvars.ContextVar("ae_jax_relu_inputs", default=None)
@@ -67,9 +71,11 @@ _ACTIVATIONS = {
 
 BUILDERS: dict[type, Callable] = {}
 # The builder's call as Python source (``ae_parity.codegen`` writes it into a port's ``__init__``), with
-# the names ``nnx``, ``dtype``, ``rngs``, ``torch_uniform``, ``BatchNorm`` in scope; a test checks that it
-# builds exactly what the builder builds.
+# the names ``nnx``, ``dtype``, ``rngs`` and those of SOURCE_NAMES (from this module) in scope; a test checks
+# that it builds exactly what the builder builds.
 SOURCES: dict[type, Callable[[LayerSpec], str]] = {}
+SOURCE_NAMES = ("BatchNorm", "Embedding", "GRU", "GroupNorm", "LSTM", "LayerNorm", "PReLU", "PaddedConv",
+                "TorchConvTranspose", "torch_uniform")
 
 
 def builds(spec_class: type, rules: Mapping[type, tuple[ParamRule, ...]] | None = None,
@@ -99,16 +105,6 @@ def make_layer(layer: LayerSpec, *, rngs: nnx.Rngs, dtype) -> nnx.Module | Calla
     return builder(layer, rngs=rngs, dtype=dtype)
 
 
-def torch_uniform(fan_in: int):
-    """PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as a JAX initializer."""
-    bound = 1.0 / fan_in ** 0.5
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
 class Flatten(nnx.Module):
     """torch's ``nn.Flatten()`` on NHWC activations: back to NCHW first, so elements are in torch's order."""
 
@@ -132,43 +128,6 @@ def to_nhwc(x: jax.Array) -> jax.Array:
 
 def to_nchw(x: jax.Array) -> jax.Array:
     return jnp.transpose(x, (0, 3, 1, 2)) if x.ndim == 4 else x
-
-
-class BatchNorm(nnx.Module):
-    """torch's ``BatchNorm1d`` / ``BatchNorm2d`` (features on the last axis: (N, C) or NHWC).
-
-    Not ``nnx.BatchNorm``, which differs from torch in three ways (PORTING-PITFALLS): its momentum is
-    the decay of the running average (torch 0.1 = Flax 0.9), it stores the *biased* batch variance in
-    the running average where torch stores the unbiased one (n / (n - 1)), and it has no
-    ``num_batches_tracked``. Train mode normalises with the batch's mean and biased variance and updates
-    the running statistics; eval mode (``use_running_average=True``) uses them.
-    """
-
-    def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, dtype=jnp.float32,
-                 use_running_average: bool = False, affine: bool = True):
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.use_running_average = use_running_average
-        # affine=False (torch): normalisation only, no scale and no bias (the rule table skips them)
-        self.scale = nnx.Param(jnp.ones(num_features, dtype)) if affine else None
-        self.bias = nnx.Param(jnp.zeros(num_features, dtype)) if affine else None
-        self.mean = nnx.BatchStat(jnp.zeros(num_features, dtype))
-        self.var = nnx.BatchStat(jnp.ones(num_features, dtype))
-        self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jax.dtypes.canonicalize_dtype(jnp.int64)))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.use_running_average:
-            mean, var = self.mean.get_value(), self.var.get_value()
-        else:
-            axes = tuple(range(x.ndim - 1))
-            n = x.size // x.shape[-1]
-            mean = jnp.mean(x, axis=axes)
-            var = jnp.mean(jnp.square(x - mean), axis=axes)  # biased: what normalises the batch
-            m = self.momentum
-            self.mean.set_value((1 - m) * self.mean.get_value() + m * mean)
-            self.var.set_value((1 - m) * self.var.get_value() + m * var * (n / max(n - 1, 1)))  # unbiased
-            self.num_batches_tracked.set_value(self.num_batches_tracked.get_value() + 1)
-        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
-        return y if self.scale is None else y * self.scale.get_value() + self.bias.get_value()
 
 
 class _Noisy(nnx.Module):
@@ -247,40 +206,6 @@ class GaussianHead(_Noisy):
         return mu + jnp.exp(0.5 * logvar) * self.noise(eps).astype(mu.dtype), mu, logvar
 
 
-class LSTM(nnx.Module):
-    """torch's ``nn.LSTM(batch_first=True)``, one layer, zero initial state, in torch's gate order (i, f, g, o).
-
-    Kernels are stored (in, 4H) like ``nnx.Linear``'s; BOTH torch biases are kept (``bias_ih``,
-    ``bias_hh``), so conversion is exact both ways and each bias gets its own gradient -- Flax's
-    ``LSTMCell`` keeps one bias per gate, which can take the sum but never give the two back.
-    Each step computes ``(x W_ih^T + b_ih) + (h W_hh^T + b_hh)`` as torch's CPU cell does.
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, *, dtype, rngs: nnx.Rngs):
-        self.input_size, self.hidden_size = input_size, hidden_size
-        init, h4 = torch_uniform(hidden_size), 4 * hidden_size
-        self.kernel_ih = nnx.Param(init(rngs.params(), (input_size, h4), dtype))
-        self.kernel_hh = nnx.Param(init(rngs.params(), (hidden_size, h4), dtype))
-        self.bias_ih = nnx.Param(init(rngs.params(), (h4,), dtype))
-        self.bias_hh = nnx.Param(init(rngs.params(), (h4,), dtype))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """(N, steps, input_size) -> (N, steps, hidden_size)."""
-        k_hh, b_hh = self.kernel_hh.get_value(), self.bias_hh.get_value()
-        x_proj = x @ self.kernel_ih.get_value() + self.bias_ih.get_value()  # every step's input part at once
-
-        def step(carry, xp):
-            h, c = carry
-            i, f, g, o = jnp.split(xp + (h @ k_hh + b_hh), 4, axis=-1)
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-            h = jax.nn.sigmoid(o) * jnp.tanh(c)
-            return (h, c), h
-
-        zeros = jnp.zeros((x.shape[0], self.hidden_size), x_proj.dtype)
-        _, hs = jax.lax.scan(step, (zeros, zeros), jnp.swapaxes(x_proj, 0, 1))
-        return jnp.swapaxes(hs, 0, 1)
-
-
 def last_step(x: jax.Array) -> jax.Array:
     return x[:, -1]
 
@@ -297,20 +222,31 @@ class RepeatSteps(nnx.Module):
 # ---------------------------------------------------------------------------------- builders ----
 # Layout rules (PORTING-PITFALLS numbers in brackets):
 # - Linear: flax kernel (in, out) = torch weight.T (out, in)  [1]
-# - Conv2d: flax kernel (kH, kW, in, out) = torch weight (out, in, kH, kW).transpose(2, 3, 1, 0)  [2]
-# - ConvTranspose2d: torch weight (in, out, kH, kW).transpose(2, 3, 1, 0) = (kH, kW, out, in), used by
-#   nnx.ConvTranspose with transpose_kernel=True (the spatial flip torch does)  [4]
-# - BatchNorm (the torch-faithful one below): scale = weight, bias, mean/var = running_mean/running_var,
+# - Conv1d / Conv2d: flax kernel (*k, in / groups, out) = torch weight (out, in / groups, *k) with the kernel
+#   axes first: .transpose(2, 3, 1, 0) (Conv2d), .transpose(2, 1, 0) (Conv1d)  [2]
+# - ConvTranspose2d: torch weight (in, out / groups, kH, kW).transpose(2, 3, 1, 0) = (kH, kW, out / groups, in),
+#   used by nnx.ConvTranspose with transpose_kernel=True (the spatial flip torch does) or TorchConvTranspose  [4]
+# - BatchNorm (the torch-faithful one, ae_jax.modules): scale = weight, bias, mean/var = running_mean/running_var,
 #   num_batches_tracked (an int64 counter)  [5]
-# - LSTM (torch gate order): kernel_ih/kernel_hh (in, 4H) = weight_ih_l0/weight_hh_l0 .T, both biases kept  [9]
+# - LayerNorm, GroupNorm, PReLU: weight / bias as they are; Embedding: embedding = weight (num, dim)
+# - LSTM / GRU (torch gate orders): kernel_ih/kernel_hh (in, G*H) = weight_ih_l<l>/weight_hh_l<l> .T, both
+#   biases kept  [9]
 # - TiedLinear: only the bias is its own; the weight is the encoder Linear's (one parameter)
 _BIAS = ParamRule("bias", "bias")
 
 
+def _tail(fan_in: int) -> str:
+    """The keyword arguments every weighted layer's source ends with."""
+    return (f"dtype=dtype, param_dtype=dtype, kernel_init=torch_uniform({fan_in}), bias_init=torch_uniform({fan_in}), "
+            f"rngs=rngs")
+
+
+def _kwargs(kw: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kw.items())
+
+
 @builds(L.Linear, rules={nnx.Linear: (LINEAR, _BIAS)},
-        source=lambda l: f"nnx.Linear({l.in_features}, {l.out_features}, use_bias={l.bias}, dtype=dtype, "
-                         f"param_dtype=dtype, kernel_init=torch_uniform({l.fan_in}), "
-                         f"bias_init=torch_uniform({l.fan_in}), rngs=rngs)")
+        source=lambda l: f"nnx.Linear({l.in_features}, {l.out_features}, use_bias={l.bias}, {_tail(l.fan_in)})")
 def _linear(l: L.Linear, *, rngs, dtype):
     init = torch_uniform(l.in_features)
     return nnx.Linear(l.in_features, l.out_features, use_bias=l.bias, dtype=dtype, param_dtype=dtype,
@@ -322,36 +258,71 @@ def _activation(l: L.Activation, *, rngs, dtype):
     return _ACTIVATIONS[l.name]
 
 
-@builds(L.Conv2d, rules={nnx.Conv: (
-        ParamRule("kernel", "weight", *HWIO, "kernel (kH, kW, in, out) = weight (out, in, kH, kW).transpose(2, 3, 1, 0)"),
-        _BIAS)},
-        source=lambda l: f"nnx.Conv({l.in_channels}, {l.out_channels}, ({l.kernel_size}, {l.kernel_size}), "
-                         f"strides=({l.stride}, {l.stride}), padding=(({l.padding}, {l.padding}),) * 2, "
-                         f"use_bias={l.bias}, dtype=dtype, param_dtype=dtype, kernel_init=torch_uniform({l.fan_in}), "
-                         f"bias_init=torch_uniform({l.fan_in}), rngs=rngs)")
-def _conv2d(l: L.Conv2d, *, rngs, dtype):
+def _conv_call(l) -> tuple[type, str, dict]:
+    """The NNX class of a Conv1d / Conv2d spec, its name in source and its own keyword arguments: nnx.Conv
+    with torch's per-side padding, PaddedConv for the other padding modes."""
+    kw = {"strides": l.strides, "padding": l.pads}
+    if set(l.dilations) != {1}:
+        kw["kernel_dilation"] = l.dilations
+    if l.groups != 1:
+        kw["feature_group_count"] = l.groups
+    if l.padding_mode != "zeros":
+        kw["padding_mode"] = l.padding_mode
+    kw["use_bias"] = l.bias
+    return (nnx.Conv, "nnx.Conv", kw) if l.padding_mode == "zeros" else (PaddedConv, "PaddedConv", kw)
+
+
+def _conv_source(l) -> str:
+    _, name, kw = _conv_call(l)
+    return f"{name}({l.in_channels}, {l.out_channels}, {l.kernel!r}, {_kwargs(kw)}, {_tail(l.fan_in)})"
+
+
+def _conv(l, *, rngs, dtype):
+    cls, _, kw = _conv_call(l)
     init = torch_uniform(l.fan_in)
-    k, s, p = l.kernel_size, l.stride, l.padding
-    return nnx.Conv(l.in_channels, l.out_channels, (k, k), strides=(s, s), padding=((p, p), (p, p)),
-                    use_bias=l.bias, dtype=dtype, param_dtype=dtype, kernel_init=init, bias_init=init, rngs=rngs)
+    return cls(l.in_channels, l.out_channels, l.kernel, **kw, dtype=dtype, param_dtype=dtype, kernel_init=init,
+               bias_init=init, rngs=rngs)
 
 
-@builds(L.ConvTranspose2d, rules={nnx.ConvTranspose: (
-        ParamRule("kernel", "weight", *HWIO,
-                  "kernel (kH, kW, out, in) = weight (in, out, kH, kW).transpose(2, 3, 1, 0), transpose_kernel=True"),
-        _BIAS)},
-        source=lambda l: f"nnx.ConvTranspose({l.in_channels}, {l.out_channels}, ({l.kernel_size}, {l.kernel_size}), "
-                         f"strides=({l.stride}, {l.stride}), padding=(({l.kernel_size - 1 - l.padding}, "
-                         f"{l.kernel_size - 1 - l.padding + l.output_padding}),) * 2, transpose_kernel=True, "
-                         f"use_bias={l.bias}, dtype=dtype, param_dtype=dtype, kernel_init=torch_uniform({l.fan_in}), "
-                         f"bias_init=torch_uniform({l.fan_in}), rngs=rngs)")
+_CONV_RULES = {nnx.Conv: (
+    ParamRule("kernel", "weight", *HWIO, "kernel (*k, in / groups, out) = weight (out, in / groups, *k) with the "
+                                         "kernel axes first: .transpose(2, 3, 1, 0) (Conv2d), (2, 1, 0) (Conv1d)"),
+    _BIAS)}
+builds(L.Conv2d, rules=_CONV_RULES, source=_conv_source)(_conv)
+builds(L.Conv1d, rules=_CONV_RULES, source=_conv_source)(_conv)
+
+
+def _conv_transpose_call(l) -> tuple[type, str, dict]:
+    """nnx.ConvTranspose where it can (groups 1, padding at most dilation * (kernel - 1)), else
+    TorchConvTranspose; both take the padding of the equivalent convolution, per side."""
+    plain = l.groups == 1 and min(lo for lo, _ in l.pads) >= 0
+    kw = {"strides": l.strides, "padding": l.pads}
+    if set(l.dilations) != {1}:
+        kw["kernel_dilation"] = l.dilations
+    if plain:
+        kw["transpose_kernel"] = True
+    elif l.groups != 1:
+        kw["groups"] = l.groups
+    kw["use_bias"] = l.bias
+    return (nnx.ConvTranspose, "nnx.ConvTranspose", kw) if plain else (TorchConvTranspose, "TorchConvTranspose", kw)
+
+
+_CONV_TRANSPOSE_RULE = ParamRule("kernel", "weight", *HWIO, "kernel (kH, kW, out / groups, in) = weight (in, out / "
+                                                            "groups, kH, kW).transpose(2, 3, 1, 0), the flip in the op")
+
+
+def _conv_transpose_source(l) -> str:
+    _, name, kw = _conv_transpose_call(l)
+    return f"{name}({l.in_channels}, {l.out_channels}, {l.kernel!r}, {_kwargs(kw)}, {_tail(l.fan_in)})"
+
+
+@builds(L.ConvTranspose2d, rules={nnx.ConvTranspose: (_CONV_TRANSPOSE_RULE, _BIAS),
+                                  TorchConvTranspose: (_CONV_TRANSPOSE_RULE, _BIAS)}, source=_conv_transpose_source)
 def _conv_transpose2d(l: L.ConvTranspose2d, *, rngs, dtype):
+    cls, _, kw = _conv_transpose_call(l)
     init = torch_uniform(l.fan_in)
-    k, s = l.kernel_size, l.stride
-    lo = k - 1 - l.padding
-    return nnx.ConvTranspose(l.in_channels, l.out_channels, (k, k), strides=(s, s),
-                             padding=((lo, lo + l.output_padding),) * 2, transpose_kernel=True, use_bias=l.bias,
-                             dtype=dtype, param_dtype=dtype, kernel_init=init, bias_init=init, rngs=rngs)
+    return cls(l.in_channels, l.out_channels, l.kernel, **kw, dtype=dtype, param_dtype=dtype, kernel_init=init,
+               bias_init=init, rngs=rngs)
 
 
 @builds(L.Flatten)
@@ -373,18 +344,49 @@ _BN_RULES = {BatchNorm: (
 )}
 
 
+def _batchnorm_kwargs(l) -> dict:
+    kw = {"eps": l.eps, "momentum": l.momentum, "affine": l.affine}
+    return kw if l.track_running_stats else {**kw, "track_running_stats": False}
+
+
 def _batchnorm_source(l) -> str:
-    return f"BatchNorm({l.num_features}, eps={l.eps!r}, momentum={l.momentum!r}, affine={l.affine}, dtype=dtype)"
+    return f"BatchNorm({l.num_features}, {_kwargs(_batchnorm_kwargs(l))}, dtype=dtype)"
 
 
-@builds(L.BatchNorm1d, rules=_BN_RULES, source=_batchnorm_source)
-def _batchnorm1d(l: L.BatchNorm1d, *, rngs, dtype):
-    return BatchNorm(l.num_features, eps=l.eps, momentum=l.momentum, dtype=dtype, affine=l.affine)
+def _batchnorm(l, *, rngs, dtype):
+    return BatchNorm(l.num_features, **_batchnorm_kwargs(l), dtype=dtype)
 
 
-@builds(L.BatchNorm2d, rules=_BN_RULES, source=_batchnorm_source)
-def _batchnorm2d(l: L.BatchNorm2d, *, rngs, dtype):
-    return BatchNorm(l.num_features, eps=l.eps, momentum=l.momentum, dtype=dtype, affine=l.affine)
+builds(L.BatchNorm1d, rules=_BN_RULES, source=_batchnorm_source)(_batchnorm)
+builds(L.BatchNorm2d, rules=_BN_RULES, source=_batchnorm_source)(_batchnorm)
+
+_WEIGHT = ParamRule("weight", "weight")
+
+
+@builds(L.LayerNorm, rules={LayerNorm: (_WEIGHT, _BIAS)},
+        source=lambda l: f"LayerNorm({l.normalized_shape!r}, eps={l.eps!r}, elementwise_affine={l.elementwise_affine}, "
+                         f"bias={l.bias}, dtype=dtype)")
+def _layer_norm(l: L.LayerNorm, *, rngs, dtype):
+    return LayerNorm(l.normalized_shape, eps=l.eps, elementwise_affine=l.elementwise_affine, bias=l.bias, dtype=dtype)
+
+
+@builds(L.GroupNorm, rules={GroupNorm: (_WEIGHT, _BIAS)},
+        source=lambda l: f"GroupNorm({l.num_groups}, {l.num_channels}, eps={l.eps!r}, affine={l.affine}, dtype=dtype)")
+def _group_norm(l: L.GroupNorm, *, rngs, dtype):
+    return GroupNorm(l.num_groups, l.num_channels, eps=l.eps, affine=l.affine, dtype=dtype)
+
+
+@builds(L.PReLU, rules={PReLU: (_WEIGHT,)},
+        source=lambda l: f"PReLU({l.num_parameters}, init={l.init!r}, dtype=dtype)")
+def _prelu(l: L.PReLU, *, rngs, dtype):
+    return PReLU(l.num_parameters, init=l.init, dtype=dtype)
+
+
+@builds(L.Embedding, rules={Embedding: (ParamRule("embedding", "weight", layout="embedding (num, dim) = weight"),)},
+        source=lambda l: f"Embedding({l.num_embeddings}, {l.embedding_dim}, padding_idx={l.padding_idx!r}, "
+                         f"dtype=dtype, rngs=rngs)")
+def _embedding(l: L.Embedding, *, rngs, dtype):
+    return Embedding(l.num_embeddings, l.embedding_dim, padding_idx=l.padding_idx, dtype=dtype, rngs=rngs)
 
 
 @builds(L.Dropout)
@@ -412,14 +414,22 @@ def _gaussian_head(l: L.GaussianHead, *, rngs, dtype):
     return GaussianHead(l.in_features, l.latent, dtype=dtype, rngs=rngs)
 
 
-@builds(L.LSTM, rules={LSTM: (
-    ParamRule("kernel_ih", "weight_ih_l0", *TRANSPOSE, "kernel_ih (in, 4H) = weight_ih_l0.T, gates i,f,g,o"),
-    ParamRule("kernel_hh", "weight_hh_l0", *TRANSPOSE, "kernel_hh (H, 4H) = weight_hh_l0.T, gates i,f,g,o"),
-    ParamRule("bias_ih", "bias_ih_l0"),
-    ParamRule("bias_hh", "bias_hh_l0"),
-)})
+def _recurrent_kwargs(l) -> dict:
+    return {"num_layers": l.num_layers, "bias": l.bias, "batch_first": l.batch_first, "returns_state": l.returns_state}
+
+
+def _recurrent_source(l) -> str:
+    return f"{type(l).__name__}({l.input_size}, {l.hidden_size}, {_kwargs(_recurrent_kwargs(l))}, dtype=dtype, rngs=rngs)"
+
+
+@builds(L.LSTM, rules={LSTM: recurrent_rules("gates i,f,g,o")}, source=_recurrent_source)
 def _lstm(l: L.LSTM, *, rngs, dtype):
-    return LSTM(l.input_size, l.hidden_size, dtype=dtype, rngs=rngs)
+    return LSTM(l.input_size, l.hidden_size, **_recurrent_kwargs(l), dtype=dtype, rngs=rngs)
+
+
+@builds(L.GRU, rules={GRU: recurrent_rules("gates r,z,n")}, source=_recurrent_source)
+def _gru(l: L.GRU, *, rngs, dtype):
+    return GRU(l.input_size, l.hidden_size, **_recurrent_kwargs(l), dtype=dtype, rngs=rngs)
 
 
 @builds(L.LastStep)

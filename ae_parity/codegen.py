@@ -6,7 +6,8 @@ The layers are written as their builders build them (``ae_jax.layers.SOURCES``: 
 ``nnx.Conv``, the torch-faithful ``BatchNorm``...), the functional code as calls of
 ``ae_jax.functional`` (torch's ops with torch's signatures), so the generated class and
 ``ae_jax.graph.GraphModule`` compute the same thing and hold the same state (a test checks both on the
-published-style models). Image layers run channels-last inside (``to_nhwc`` / ``to_nchw`` around them);
+published-style models). Image layers run channels-last inside (``to_channels_last`` / ``to_channels_first``
+around them);
 every value between them is in torch's layout, so ``view`` / ``cat`` / ``chunk`` mean what they meant.
 """
 
@@ -30,7 +31,7 @@ from flax import nnx
 
 from ae_jax import functional as F
 from ae_jax.graph import Block
-from ae_jax.layers import BatchNorm, to_nchw, to_nhwc, torch_uniform  # noqa: F401 (as the layers need)
+from ae_jax.layers import {layer_names}  # noqa: F401 (as the layers need)
 '''
 
 
@@ -84,7 +85,7 @@ def _call(graph: Graph, node, lists: set[str]) -> str:
     if node.op == "module":
         x, *rest = (_value(a) for a in node.args)
         if graph.modules[node.target].image:  # channels-last inside, torch's layout around it
-            return f"to_nchw({_attr(node.target, lists)}({', '.join([f'to_nhwc({x})', *rest])}))"
+            return f"to_channels_first({_attr(node.target, lists)}({', '.join([f'to_channels_last({x})', *rest])}))"
         return f"{_attr(node.target, lists)}({', '.join([x, *rest])})"
     kw = dict(node.kwargs)
     if node.target:  # a parameter-free torch module: an attribute holding its op and arguments (_module_op)
@@ -192,10 +193,14 @@ def _torch_order(graph: Graph, attrs):
 
 def source(graph: Graph, *, class_name: str | None = None, origin: str = "") -> str:
     """The NNX source of ``graph`` (see the module docstring); ``origin``: where the torch model came from."""
+    from ae_jax.layers import SOURCE_NAMES
+
     name = _ident(class_name or graph.name)
     layer_lines, lists = _layers(graph)
     noise = ", ".join(f"{k}: {kind} {shape}" for k, (kind, shape, _) in graph.noise_shapes().items()) or "none"
-    out = [HEADER.format(name=name, origin=f" from {origin}" if origin else "", noise=noise), "",
+    used = [n for n in SOURCE_NAMES if re.search(rf"\b{n}\(", "\n".join(layer_lines))]
+    names = ", ".join(sorted(used, key=str.lower) + ["to_channels_first", "to_channels_last"])
+    out = [HEADER.format(name=name, origin=f" from {origin}" if origin else "", noise=noise, layer_names=names), "",
            f"class {name}(nnx.Module):",
            f'    """{graph.name}, ported from torch: the same module names, so its state_dict loads strictly."""', "",
            "    def __init__(self, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32):",

@@ -42,29 +42,43 @@ def _linear(m) -> str:
 
 def _conv(m) -> str:
     if isinstance(m.padding, str):
-        pad = f"padding={m.padding.upper()!r} (torch {m.padding!r})"
+        pad = f"padding={m.padding.upper()!r} (torch {m.padding!r}; 'same' puts an odd total after)"
     else:
-        ph, pw = _pair(m.padding)
-        pad = f"padding=(({ph}, {ph}), ({pw}, {pw}))"
-    extra = "".join(f", {k}={v}" for k, v in (("kernel_dilation", _pair(m.dilation)),
-                                              ("feature_group_count", m.groups)) if v not in ((1, 1), 1))
+        pad = f"padding=({', '.join(f'({p}, {p})' for p in m.padding)}{',' if len(m.padding) == 1 else ''})"
+    if m.padding_mode != "zeros":
+        pad += f" after jnp.pad(mode={_PAD_MODES.get(m.padding_mode, m.padding_mode)!r}) (torch {m.padding_mode!r})"
+    extra = "".join(f", {k}={v}" for k, v in (("kernel_dilation", tuple(m.dilation)),
+                                              ("feature_group_count", m.groups)) if v not in ((1,) * len(m.dilation), 1))
     return (f"here nnx.Conv({m.in_channels}, {m.out_channels}, {tuple(m.kernel_size)}, strides={tuple(m.stride)}, "
             f"{pad}{extra})")
 
 
+_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
 def _conv_transpose(m) -> str:
-    (kh, kw), (ph, pw), (oh, ow) = m.kernel_size, _pair(m.padding), _pair(m.output_padding)
-    lo_h, lo_w = kh - 1 - ph, kw - 1 - pw
-    return (f"here nnx.ConvTranspose({m.in_channels}, {m.out_channels}, ({kh}, {kw}), strides={tuple(m.stride)}, "
-            f"padding=(({lo_h}, {lo_h + oh}), ({lo_w}, {lo_w + ow})), transpose_kernel=True)")
+    pads = [(d * (k - 1) - p, d * (k - 1) - p + op) for k, p, op, d in
+            zip(m.kernel_size, _pair(m.padding), _pair(m.output_padding), _pair(m.dilation))]
+    dilation = "" if set(_pair(m.dilation)) == {1} else f", kernel_dilation={tuple(m.dilation)}"
+    text = (f"here nnx.ConvTranspose({m.in_channels}, {m.out_channels}, {tuple(m.kernel_size)}, "
+            f"strides={tuple(m.stride)}, padding=({', '.join(map(str, pads))}){dilation}, transpose_kernel=True)")
+    if min(lo for lo, _ in pads) < 0:
+        text += "; a negative padding: torch's padding exceeds dilation * (kernel_size - 1) and crops the output"
+    if m.groups != 1:
+        text += (f"; groups={m.groups}: nnx.ConvTranspose has no feature groups (ae_jax.layers.TorchConvTranspose: "
+                 f"a grouped conv of the stride-dilated input with the flipped kernel)")
+    return text
 
 
 def _batchnorm(m) -> str:
-    flax_m = "momentum=<no running update>" if m.momentum is None else f"momentum={1 - m.momentum:g}"
+    flax_m = ("momentum=<none: torch's momentum=None is the cumulative average, factor 1 / num_batches_tracked>"
+              if m.momentum is None else f"momentum={1 - m.momentum:g}")
     affine = "" if m.affine else ", use_scale=False, use_bias=False (torch affine=False: no weight, no bias)"
+    stats = "" if m.track_running_stats else ("; track_running_stats=False: the batch's statistics in BOTH modes "
+                                              "(use_running_average=False always), no running buffers")
     return (f"here torch eps={m.eps:g}, momentum={m.momentum}, affine={m.affine}: Flax epsilon={m.eps:g}, "
-            f"{flax_m} (Flax's momentum is 1 - torch's){affine}; nnx.BatchNorm stores the BIASED variance in "
-            f"train mode and keeps float32 statistics (ae_jax.layers.BatchNorm follows torch)")
+            f"{flax_m} (Flax's momentum is 1 - torch's){affine}{stats}; nnx.BatchNorm stores the BIASED variance "
+            f"in train mode and keeps float32 statistics (ae_jax.layers.BatchNorm follows torch)")
 
 
 def _pool(m) -> str:
@@ -105,7 +119,11 @@ _MODULE_HINTS = {
     "Conv2d": _conv, "Conv1d": _conv,
     "ConvTranspose2d": _conv_transpose,
     "BatchNorm1d": _batchnorm, "BatchNorm2d": _batchnorm,
-    "LayerNorm": lambda m: f"here epsilon={m.eps:g}",
+    "LayerNorm": lambda m: f"here epsilon={m.eps:g}, over the last axes {tuple(m.normalized_shape)}",
+    "GroupNorm": lambda m: f"here num_groups={m.num_groups}, epsilon={m.eps:g}, affine={m.affine}",
+    "Embedding": lambda m: f"here padding_idx={m.padding_idx} (its row: no gradient in torch)",
+    "LSTM": lambda m: f"here batch_first={m.batch_first}, num_layers={m.num_layers}, bias={m.bias}",
+    "GRU": lambda m: f"here batch_first={m.batch_first}, num_layers={m.num_layers}, bias={m.bias}",
     "MaxPool2d": _pool, "AvgPool2d": _pool,
     "Upsample": _upsample,
     "LeakyReLU": lambda m: _slope("negative_slope", m.negative_slope, 0.01,

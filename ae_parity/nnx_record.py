@@ -6,8 +6,10 @@ records are a list per module name (``pool``, then ``pool#2``).
 
 Layouts are known, never guessed from shapes. Every recorded array is marked channels-last or not:
 ``nnx.Conv`` / ``nnx.ConvTranspose`` take and give channels-last arrays, ``nnx.BatchNorm`` those with its
-``axis`` last, ``ae_jax.layers.BatchNorm`` / ``Flatten`` / ``Unflatten`` as documented; any other module
-(pooling, activations, user modules) gives its outputs the layout of its input -- a container returning
+``axis`` last, ``ae_jax.layers.BatchNorm`` / ``Flatten`` / ``Unflatten`` as documented, a module class
+with a boolean ``channels_last`` attribute as it says (``ae_jax.modules``: LayerNorm, GroupNorm, PReLU,
+Embedding, the recurrent layers take torch's layout); any other module (pooling, activations, user
+modules) gives its outputs the layout of its input -- a container returning
 one of its children's arrays that child's. A module's input has the layout of the array it is (by
 identity: the model input, an earlier module's output), else the layout of the last array of its rank
 (functional code between modules keeps the layout: elementwise ops, pooling, resizing). The model input's
@@ -50,6 +52,9 @@ def _fixed_layout(module, ndim: int) -> tuple[bool | None, bool | None]:
 
     from ae_jax import layers as M
 
+    declared = getattr(type(module), "channels_last", None)  # a layer that states its layout (ae_jax.modules)
+    if isinstance(declared, bool):
+        return declared, declared
     if isinstance(module, (nnx.Conv, nnx.ConvTranspose)):
         return True, True
     if isinstance(module, nnx.BatchNorm):

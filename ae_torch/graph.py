@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ae_core.graph import Graph, Ref
+from ae_core.graph import Graph, Ref, bind_inputs
 
 from .layers import make_layer
 from .trace import PortError, trace
@@ -117,6 +117,10 @@ OPS = {
     "adaptive_avg_pool2d": _plain(lambda a: F.adaptive_avg_pool2d(a["input"], a["output_size"])),
     "interpolate": _plain(lambda a: F.interpolate(a["input"], a["size"], a["scale_factor"], a["mode"],
                                                   a["align_corners"])),
+    "layer_norm": _plain(lambda a: F.layer_norm(a["input"], a["normalized_shape"], a["weight"], a["bias"], a["eps"])),
+    "group_norm": _plain(lambda a: F.group_norm(a["input"], a["num_groups"], a["weight"], a["bias"], a["eps"])),
+    "batch_norm": _plain(lambda a: F.batch_norm(a["input"], a["running_mean"], a["running_var"], a["weight"],
+                                                a["bias"], a["training"], a["momentum"], a["eps"])),
     "randn_like": _randn_like,
     "dropout": _dropout,
 }
@@ -140,13 +144,13 @@ class GraphModule(nn.Module):
             parent.add_module(leaf, make_layer(spec))
         self.layers = dict(self.named_modules())
 
-    def run(self, method: str, *args, noise: Mapping[str, torch.Tensor] | None = None):
-        """Run one of the graph's methods in the current mode: in eval mode its ``<method>@eval`` where the
-        traced code differs between the modes (as ``ae_jax.graph.GraphModule.run``)."""
+    def run(self, method: str, *args, noise: Mapping[str, torch.Tensor] | None = None, **inputs):
+        """Run one of the graph's methods on its inputs by position or by their torch names, in the current
+        mode (the eval-mode trace where the code differs between the modes)."""
         if not self.training and f"{method}@eval" in self.graph.methods:
             method = f"{method}@eval"
         m = self.graph.methods[method]
-        env: dict[str, Any] = dict(zip(m.inputs, args))
+        env: dict[str, Any] = bind_inputs(self.graph.name, method, m.inputs, args, inputs)
 
         def get(v):
             if isinstance(v, Ref):
@@ -168,8 +172,8 @@ class GraphModule(nn.Module):
                 env[node.name] = OPS[node.op](get(dict(node.kwargs)), _Call(node.name, noise, self.training))
         return get(m.output)
 
-    def forward(self, x, noise: Mapping[str, torch.Tensor] | None = None):
-        return self.run("forward", x, noise=noise)
+    def forward(self, x, *more, noise: Mapping[str, torch.Tensor] | None = None, **inputs):
+        return self.run("forward", x, *more, noise=noise, **inputs)
 
     def encode(self, x, noise=None):
         return self.run("encode", x, noise=noise)

@@ -116,13 +116,25 @@ class GaussianHead(nn.Module):
 
 
 class LSTM(nn.LSTM):
-    """``nn.LSTM(input_size, hidden_size, batch_first=True)`` returning only the output sequence."""
+    """``nn.LSTM`` returning only the output sequence (the presets' layer: batch_first, zero initial state)."""
 
-    def __init__(self, input_size: int, hidden_size: int):
-        super().__init__(input_size, hidden_size, batch_first=True)
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = True):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102 (zero initial state)
-        return super().forward(x)[0]
+    def forward(self, x: torch.Tensor, hx=None) -> torch.Tensor:  # noqa: D102
+        return super().forward(x, hx)[0]
+
+
+class GRU(nn.GRU):
+    """``nn.GRU`` returning only the output sequence."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = True):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first)
+
+    def forward(self, x: torch.Tensor, hx=None) -> torch.Tensor:  # noqa: D102
+        return super().forward(x, hx)[0]
 
 
 class LastStep(nn.Module):
@@ -153,13 +165,20 @@ def _activation(l: L.Activation) -> nn.Module:
 
 @builds(L.Conv2d)
 def _conv2d(l: L.Conv2d) -> nn.Module:
-    return nn.Conv2d(l.in_channels, l.out_channels, l.kernel_size, stride=l.stride, padding=l.padding, bias=l.bias)
+    return nn.Conv2d(l.in_channels, l.out_channels, l.kernel_size, stride=l.stride, padding=l.padding,
+                     dilation=l.dilation, groups=l.groups, bias=l.bias, padding_mode=l.padding_mode)
+
+
+@builds(L.Conv1d)
+def _conv1d(l: L.Conv1d) -> nn.Module:
+    return nn.Conv1d(l.in_channels, l.out_channels, l.kernel_size, stride=l.stride, padding=l.padding,
+                     dilation=l.dilation, groups=l.groups, bias=l.bias, padding_mode=l.padding_mode)
 
 
 @builds(L.ConvTranspose2d)
 def _conv_transpose2d(l: L.ConvTranspose2d) -> nn.Module:
     return nn.ConvTranspose2d(l.in_channels, l.out_channels, l.kernel_size, stride=l.stride, padding=l.padding,
-                              output_padding=l.output_padding, bias=l.bias)
+                              output_padding=l.output_padding, groups=l.groups, bias=l.bias, dilation=l.dilation)
 
 
 @builds(L.Flatten)
@@ -174,12 +193,34 @@ def _unflatten(l: L.Unflatten) -> nn.Module:
 
 @builds(L.BatchNorm1d)
 def _batchnorm1d(l: L.BatchNorm1d) -> nn.Module:
-    return nn.BatchNorm1d(l.num_features, eps=l.eps, momentum=l.momentum, affine=l.affine)
+    return nn.BatchNorm1d(l.num_features, eps=l.eps, momentum=l.momentum, affine=l.affine,
+                          track_running_stats=l.track_running_stats)
 
 
 @builds(L.BatchNorm2d)
 def _batchnorm2d(l: L.BatchNorm2d) -> nn.Module:
-    return nn.BatchNorm2d(l.num_features, eps=l.eps, momentum=l.momentum, affine=l.affine)
+    return nn.BatchNorm2d(l.num_features, eps=l.eps, momentum=l.momentum, affine=l.affine,
+                          track_running_stats=l.track_running_stats)
+
+
+@builds(L.LayerNorm)
+def _layer_norm(l: L.LayerNorm) -> nn.Module:
+    return nn.LayerNorm(l.normalized_shape, eps=l.eps, elementwise_affine=l.elementwise_affine, bias=l.bias)
+
+
+@builds(L.GroupNorm)
+def _group_norm(l: L.GroupNorm) -> nn.Module:
+    return nn.GroupNorm(l.num_groups, l.num_channels, eps=l.eps, affine=l.affine)
+
+
+@builds(L.PReLU)
+def _prelu(l: L.PReLU) -> nn.Module:
+    return nn.PReLU(l.num_parameters, init=l.init)
+
+
+@builds(L.Embedding)
+def _embedding(l: L.Embedding) -> nn.Module:
+    return nn.Embedding(l.num_embeddings, l.embedding_dim, padding_idx=l.padding_idx)
 
 
 @builds(L.Dropout)
@@ -207,9 +248,15 @@ def _gaussian_head(l: L.GaussianHead) -> nn.Module:
     return GaussianHead(l.in_features, l.latent)
 
 
-@builds(L.LSTM)
-def _lstm(l: L.LSTM) -> nn.Module:
-    return LSTM(l.input_size, l.hidden_size)
+def _recurrent(full: type, sequence_only: type):
+    def build(l) -> nn.Module:  # torch's own module where the graph takes its whole return value
+        return (full if l.returns_state else sequence_only)(l.input_size, l.hidden_size, l.num_layers, l.bias,
+                                                            l.batch_first)
+    return build
+
+
+builds(L.LSTM)(_recurrent(nn.LSTM, LSTM))
+builds(L.GRU)(_recurrent(nn.GRU, GRU))
 
 
 @builds(L.LastStep)

@@ -38,45 +38,60 @@ class PortError(UsageError):
 
 
 # ----------------------------------------------------------------------------- stateful layers ----
-def _pair(v, what: str) -> int:
-    if isinstance(v, int):
-        return v
-    v = tuple(v)
-    if len(set(v)) != 1:
-        raise SpecError(f"{what} {v}: only square ({v[0]}, {v[0]}) is supported")
-    return v[0]
-
-
-def _conv(m: nn.Conv2d) -> L.Conv2d:
-    if m.groups != 1 or _pair(m.dilation, "dilation") != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
-        raise SpecError(f"groups={m.groups}, dilation={m.dilation}, padding={m.padding!r}, "
-                        f"padding_mode={m.padding_mode!r}: only groups=1, dilation=1, integer zero padding")
-    return L.Conv2d(m.in_channels, m.out_channels, _pair(m.kernel_size, "kernel_size"), _pair(m.stride, "stride"),
-                    _pair(m.padding, "padding"), m.bias is not None)
+def _conv(spec):
+    def make(m):
+        padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
+        return spec(m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride), padding, m.bias is not None,
+                    dilation=tuple(m.dilation), groups=m.groups, padding_mode=m.padding_mode)
+    return make
 
 
 def _conv_transpose(m: nn.ConvTranspose2d) -> L.ConvTranspose2d:
-    if m.groups != 1 or _pair(m.dilation, "dilation") != 1:
-        raise SpecError(f"groups={m.groups}, dilation={m.dilation}: only groups=1, dilation=1")
-    return L.ConvTranspose2d(m.in_channels, m.out_channels, _pair(m.kernel_size, "kernel_size"),
-                             _pair(m.stride, "stride"), _pair(m.padding, "padding"),
-                             _pair(m.output_padding, "output_padding"), m.bias is not None)
+    return L.ConvTranspose2d(m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride), tuple(m.padding),
+                             tuple(m.output_padding), m.bias is not None, dilation=tuple(m.dilation), groups=m.groups)
 
 
 def _batchnorm(spec):
     def make(m):
-        if not m.track_running_stats or m.momentum is None:
-            raise SpecError("track_running_stats=False / momentum=None (a cumulative average) are not supported")
-        return spec(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine)
+        return spec(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
+                    track_running_stats=m.track_running_stats)
+    return make
+
+
+def _embedding(m: nn.Embedding) -> L.Embedding:
+    if m.max_norm is not None or m.scale_grad_by_freq or m.sparse:
+        raise SpecError(f"max_norm={m.max_norm}, scale_grad_by_freq={m.scale_grad_by_freq}, sparse={m.sparse}: "
+                        f"only max_norm=None (it renormalises the table in place during the forward), "
+                        f"scale_grad_by_freq=False and sparse=False (the gradients are dense)")
+    return L.Embedding(m.num_embeddings, m.embedding_dim, m.padding_idx)
+
+
+def _recurrent(spec):
+    def make(m):
+        bad = [f"{k}={v}" for k, v, ok in (("bidirectional", m.bidirectional, False),
+                                           ("proj_size", getattr(m, "proj_size", 0), 0)) if v != ok]
+        if m.dropout and m.num_layers > 1:
+            bad.append(f"dropout={m.dropout} (a random draw between layers inside the module)")
+        if bad:
+            raise SpecError(f"{type(m).__name__}({', '.join(bad)}): only unidirectional layers without projection or "
+                            f"dropout between layers")
+        return spec(m.input_size, m.hidden_size, m.num_layers, m.bias, m.batch_first, returns_state=True)
     return make
 
 
 LAYERS = {
     nn.Linear: lambda m: L.Linear(m.in_features, m.out_features, m.bias is not None),
-    nn.Conv2d: _conv,
+    nn.Conv1d: _conv(L.Conv1d),
+    nn.Conv2d: _conv(L.Conv2d),
     nn.ConvTranspose2d: _conv_transpose,
     nn.BatchNorm1d: _batchnorm(L.BatchNorm1d),
     nn.BatchNorm2d: _batchnorm(L.BatchNorm2d),
+    nn.LayerNorm: lambda m: L.LayerNorm(tuple(m.normalized_shape), m.eps, m.elementwise_affine, m.bias is not None),
+    nn.GroupNorm: lambda m: L.GroupNorm(m.num_groups, m.num_channels, m.eps, m.affine),
+    nn.PReLU: lambda m: L.PReLU(m.num_parameters, float(m.init)),
+    nn.Embedding: _embedding,
+    nn.LSTM: _recurrent(L.LSTM),
+    nn.GRU: _recurrent(L.GRU),
 }
 
 # Parameter-free modules: the op each computes, with its arguments read from the module.
@@ -119,7 +134,7 @@ FUNCTIONS = {
     torch.cat: "cat", torch.concat: "cat", torch.stack: "stack", torch.chunk: "chunk", operator.getitem: "getitem",
     torch.sum: "sum", torch.mean: "mean", F.max_pool2d: "max_pool2d", F.avg_pool2d: "avg_pool2d",
     F.adaptive_avg_pool2d: "adaptive_avg_pool2d", F.interpolate: "interpolate", torch.randn_like: "randn_like",
-    F.dropout: "dropout",
+    F.dropout: "dropout", F.layer_norm: "layer_norm", F.group_norm: "group_norm", F.batch_norm: "batch_norm",
 }
 METHODS = {name: name for name in ("relu", "sigmoid", "tanh", "exp", "log", "sqrt", "abs", "neg", "add", "sub", "mul",
                                    "pow", "matmul", "view", "reshape", "flatten", "permute", "repeat", "transpose", "squeeze",
@@ -204,6 +219,9 @@ class _Converter:
             if n.op == "call_module":
                 m = self.submodules[n.target]
                 if type(m) in LAYERS:
+                    if n.kwargs:
+                        raise SpecError(f"{type(m).__name__} called with keyword arguments {sorted(n.kwargs)}: pass "
+                                        f"them by position")
                     self.modules.setdefault(n.target, LAYERS[type(m)](m))
                     return Node(n.name, "module", n.target, tuple(self.value(a) for a in n.args), {}, shape, source)
                 bad = _MODULE_CHECKS.get(type(m), lambda m: "")(m)

@@ -139,13 +139,14 @@ def test_code_that_depends_on_the_mode_is_traced_in_both():
 class Unsupported(nn.Module):
     def __init__(self):
         super().__init__()
-        self.rnn = nn.GRU(4, 4)
+        self.rnn = nn.GRU(8, 4, batch_first=True, bidirectional=True)
         self.scale = nn.Parameter(torch.ones(4))
         self.conv = nn.Conv2d(1, 1, 3, dilation=2)
 
     def forward(self, x):
         y = torch.sort(x, dim=-1).values
-        return self.conv(y.view(-1, 1, 8, 8)) * self.scale
+        h = self.rnn(y.view(-1, 8, 8))[0]
+        return self.conv(h.reshape(-1, 1, 8, 8)) * self.scale
 
 
 def test_everything_unsupported_is_listed_at_once_with_its_source_line():
@@ -155,7 +156,7 @@ def test_everything_unsupported_is_listed_at_once_with_its_source_line():
     text = str(info.value)
     assert len(problems) == 4, text
     assert "torch.sort is not supported" in text and "the attribute .values" in text
-    assert "dilation=(2, 2)" in text and "tensor attribute used directly (scale)" in text
+    assert "GRU(bidirectional=True)" in text and "tensor attribute used directly (scale)" in text
     assert all("test_port.py:" in p for p in problems)  # each names the user's line
 
 
@@ -216,6 +217,10 @@ OP_CASES = {
     "interpolate": lambda h: F.interpolate(h, scale_factor=2).sum() + F.interpolate(h, size=(5, 11)).sum()
     + F.interpolate(h, scale_factor=1.5, mode="bilinear").sum()
     + F.interpolate(h, size=(13, 6), mode="bilinear", align_corners=True).sum(),
+    "norms": lambda h: F.layer_norm(h, (8, 8)) + F.layer_norm(h, (4, 8, 8), h[0] + 1, h[1], eps=1e-3)
+    + F.group_norm(h, 2) + F.group_norm(h, 4, h.mean((0, 2, 3)), h.sum((0, 2, 3)), 1e-2)
+    + F.batch_norm(h, None, None, training=True) + F.batch_norm(h, None, None, h.sum((0, 2, 3)), h.mean((0, 2, 3)),
+                                                                 True, 0.1, 1e-3),
 }
 
 
@@ -320,20 +325,25 @@ def test_each_layer_source_builds_what_its_builder_builds():
     from ae_jax import layers as JL
     from ae_jax.weights import load_state_dict, state_dict
 
+    from ae_jax.layers import to_channels_last
+
     assert {L.spec for L in LAYER_KINDS.values() if L.spec in JL.SOURCES} >= set(LAYER_SPECS_OF_GRAPHS)
     for spec_cls, write in JL.SOURCES.items():
-        spec = LAYER_KINDS[spec_cls.kind].example_layer()
-        env = {"nnx": nnx, "dtype": jnp.float64, "rngs": nnx.Rngs(0), "torch_uniform": JL.torch_uniform,
-               "BatchNorm": JL.BatchNorm}
+        kind = LAYER_KINDS[spec_cls.kind]
+        spec = kind.example_layer()
+        env = {"nnx": nnx, "dtype": jnp.float64, "rngs": nnx.Rngs(0),
+               **{name: getattr(JL, name) for name in JL.SOURCE_NAMES}}
         written = eval(write(spec), env)  # noqa: S307 - our own generated source
         built = JL.make_layer(spec, rngs=nnx.Rngs(1), dtype=jnp.float64)
         sd = state_dict(built)
         load_state_dict(written, sd)  # strict: the same names and shapes
         assert {k: v.dtype for k, v in state_dict(written).items()} == {k: v.dtype for k, v in sd.items()}
-        shape = (2, 5, 5, spec.in_channels) if spec.image and hasattr(spec, "in_channels") else \
-            (2, 5, 5, spec.num_features) if spec.image else (2, getattr(spec, "in_features", getattr(spec, "num_features", 3)))
-        x = jax.random.normal(jax.random.key(0), shape, jnp.float64)
-        np.testing.assert_array_equal(np.asarray(written(x)), np.asarray(built(x)))
+        assert kind.example_input is not None, f"{spec_cls.kind}: register example_input= beside the example"
+        shape = (2, *kind.example_input)  # torch's layout; an image layer's NNX module runs channels-last
+        x = jax.random.randint(jax.random.key(0), shape, 0, 2) if spec.input_dtype == "int" else \
+            jax.random.normal(jax.random.key(0), shape, jnp.float64)
+        x = to_channels_last(x) if spec.image else x
+        jax.tree.map(np.testing.assert_array_equal, written(x), built(x))
 
 
 LAYER_SPECS_OF_GRAPHS = tuple({type(s) for s in (

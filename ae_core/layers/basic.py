@@ -1,10 +1,13 @@
-"""Dense, convolutional, reshaping and activation layer kinds."""
+"""Dense, embedding, reshaping and activation layer kinds (the convolutions: ``conv.py``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .registry import LayerSpec, SpecError, layer_kind, no_state, positive_ints, prod, torch_default_init
+import numpy as np
+
+from .registry import (LayerSpec, SpecError, layer_kind, no_state, positive_ints, prod, torch_default_init,
+                       torch_layout_only)
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "identity")
 
@@ -15,7 +18,7 @@ class _Weighted(LayerSpec):
     shown = "shape"
 
 
-@layer_kind(init=torch_default_init, example=dict(in_features=3, out_features=2),
+@layer_kind(init=torch_default_init, example=dict(in_features=3, out_features=2), example_input=(3,),
             hints={"Linear": "Linear: the Flax kernel is (in, out) = torch weight.T (pitfall 1)"})
 @dataclass(frozen=True)
 class Linear(_Weighted):
@@ -51,106 +54,6 @@ class Linear(_Weighted):
     def macs(self, in_shape: tuple[int, ...]) -> int:
         """Multiply-accumulates per example of the forward pass."""
         return prod(in_shape[:-1]) * self.in_features * self.out_features
-
-
-@layer_kind(init=torch_default_init, example=dict(in_channels=2, out_channels=3, kernel_size=3, stride=2, padding=1),
-            hints={"Conv2d": "Conv2d: pass explicit padding ((p, p), (p, p)), never 'SAME' (asymmetric at stride 2), "
-                             "and the kernel as weight.transpose(2, 3, 1, 0) (pitfall 2)"})
-@dataclass(frozen=True)
-class Conv2d(_Weighted):
-    """``torch.nn.Conv2d`` (square kernel, symmetric explicit padding); weight (out, in, k, k).
-
-    On the NNX side: ``nnx.Conv`` with ``padding=((p, p), (p, p))`` -- never Flax's default 'SAME',
-    which pads asymmetrically for stride 2 -- and kernel (k, k, in, out).
-    """
-
-    in_channels: int
-    out_channels: int
-    kernel_size: int
-    stride: int = 1
-    padding: int = 0
-    bias: bool = True
-
-    kind = "conv2d"
-    image = True
-
-    def __post_init__(self) -> None:
-        positive_ints(self, "in_channels", "out_channels", "kernel_size", "stride", "padding", allow_zero=("padding",))
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        k = self.kernel_size
-        shapes = {"weight": (self.out_channels, self.in_channels, k, k)}
-        if self.bias:
-            shapes["bias"] = (self.out_channels,)
-        return shapes
-
-    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(in_shape) != 3 or in_shape[0] != self.in_channels:
-            raise SpecError(f"{self} gets input of shape {in_shape}, expected ({self.in_channels}, H, W)")
-        h, w = ((d + 2 * self.padding - self.kernel_size) // self.stride + 1 for d in in_shape[1:])
-        if h <= 0 or w <= 0:
-            raise SpecError(f"{self} on input {in_shape} gives an empty output")
-        return (self.out_channels, h, w)
-
-    @property
-    def fan_in(self) -> int:
-        return self.in_channels * self.kernel_size ** 2
-
-    def macs(self, in_shape: tuple[int, ...]) -> int:
-        return prod(self.out_shape(in_shape)) * self.in_channels * self.kernel_size ** 2
-
-
-@layer_kind(init=torch_default_init,
-            example=dict(in_channels=3, out_channels=2, kernel_size=3, stride=2, padding=1, output_padding=1),
-            hints={"ConvTranspose2d": "ConvTranspose2d: check the kernel flip (transpose_kernel=True) and the padding "
-                                      "(k - 1 - p, k - 1 - p + output_padding) (pitfall 4)"})
-@dataclass(frozen=True)
-class ConvTranspose2d(_Weighted):
-    """``torch.nn.ConvTranspose2d``; weight (in, out, k, k).
-
-    On the NNX side: ``nnx.ConvTranspose`` with ``transpose_kernel=True``, kernel
-    ``weight.transpose(2, 3, 1, 0)`` and per-side padding ``(k - 1 - p, k - 1 - p + output_padding)``.
-    """
-
-    in_channels: int
-    out_channels: int
-    kernel_size: int
-    stride: int = 1
-    padding: int = 0
-    output_padding: int = 0
-    bias: bool = True
-
-    kind = "conv_transpose2d"
-    image = True
-
-    def __post_init__(self) -> None:
-        positive_ints(self, "in_channels", "out_channels", "kernel_size", "stride", "padding", "output_padding",
-                      allow_zero=("padding", "output_padding"))
-        if self.output_padding >= self.stride:
-            raise SpecError(f"{self}: output_padding must be smaller than stride (as in torch)")
-        if self.padding > self.kernel_size - 1:
-            raise SpecError(f"{self}: padding must be at most kernel_size - 1")
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        k = self.kernel_size
-        shapes = {"weight": (self.in_channels, self.out_channels, k, k)}
-        if self.bias:
-            shapes["bias"] = (self.out_channels,)
-        return shapes
-
-    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(in_shape) != 3 or in_shape[0] != self.in_channels:
-            raise SpecError(f"{self} gets input of shape {in_shape}, expected ({self.in_channels}, H, W)")
-        h, w = ((d - 1) * self.stride - 2 * self.padding + self.kernel_size + self.output_padding
-                for d in in_shape[1:])
-        return (self.out_channels, h, w)
-
-    @property
-    def fan_in(self) -> int:  # torch computes it from weight.size(1), which is out_channels here
-        return self.out_channels * self.kernel_size ** 2
-
-    def macs(self, in_shape: tuple[int, ...]) -> int:
-        return prod(in_shape) * self.out_channels * self.kernel_size ** 2
 
 
 @layer_kind(init=no_state,
@@ -207,3 +110,81 @@ class Activation(LayerSpec):
     def __post_init__(self) -> None:
         if self.name not in ACTIVATIONS:
             raise SpecError(f"unknown activation {self.name!r}; known: {', '.join(ACTIVATIONS)}")
+
+
+def prelu_init(layer, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
+    """torch's PReLU start (``reset_parameters``: ``constant_(weight, init)``): every slope ``init``."""
+    return {"weight": np.full(layer.num_parameters, layer.init, dtype)}
+
+
+@layer_kind(init=prelu_init, example=dict(num_parameters=2), example_input=(2, 3),
+            hints={"PReLU": "PReLU: one learned slope (num_parameters=1) or one per channel, the channel being axis 1 "
+                            "of torch's (N, C, ...): y = x if x > 0 else weight * x; it starts at 0.25"})
+@dataclass(frozen=True)
+class PReLU(LayerSpec):
+    """``torch.nn.PReLU(num_parameters, init)``: ``max(0, x) + weight * min(0, x)``, weight (num_parameters,)
+    on the channel axis (axis 1 of (N, C, ...)), or one slope for every element."""
+
+    num_parameters: int = 1
+    init: float = 0.25
+
+    kind = "prelu"
+
+    def __post_init__(self) -> None:
+        positive_ints(self, "num_parameters")
+        if not isinstance(self.init, (int, float)) or isinstance(self.init, bool):
+            raise SpecError(f"PReLU.init must be a number, got {self.init!r}")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.num_parameters,)}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.num_parameters > 1 and in_shape[:1] != (self.num_parameters,):
+            raise SpecError(f"{self} gets input of shape {in_shape}, expected ({self.num_parameters}, ...)")
+        return in_shape
+
+    def check_placement(self, spec, part: str, index: int) -> None:
+        if self.num_parameters > 1:
+            torch_layout_only(self, spec, part, index)
+
+
+def embedding_init(layer, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
+    """torch's Embedding start (``reset_parameters``: ``normal_``, then the padding row zeroed): N(0, 1)."""
+    weight = rng.standard_normal((layer.num_embeddings, layer.embedding_dim)).astype(dtype)
+    if layer.padding_idx is not None:
+        weight[layer.padding_idx] = 0
+    return {"weight": weight}
+
+
+@layer_kind(init=embedding_init, example=dict(num_embeddings=5, embedding_dim=3, padding_idx=1), example_input=(4,),
+            hints={"Embedding": "Embedding: a gather of integer indices, table (num_embeddings, dim) the same layout on "
+                                "both sides (nnx.Embed's 'embedding'); torch gives the padding_idx row no gradient, "
+                                "jnp.take does: stop it (jax.lax.stop_gradient where index == padding_idx)"})
+@dataclass(frozen=True)
+class Embedding(LayerSpec):
+    """``torch.nn.Embedding(num_embeddings, embedding_dim, padding_idx)``: integer indices (N, ...) ->
+    rows of ``weight`` (N, ..., embedding_dim). The ``padding_idx`` row starts at 0 and gets no gradient."""
+
+    num_embeddings: int
+    embedding_dim: int
+    padding_idx: int | None = None
+
+    kind = "embedding"
+    input_dtype = "int"
+    shown = "shape"
+
+    def __post_init__(self) -> None:
+        positive_ints(self, "num_embeddings", "embedding_dim")
+        p = self.padding_idx
+        if p is not None and (not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < self.num_embeddings):
+            raise SpecError(f"Embedding.padding_idx must be None or in [0, {self.num_embeddings}), got {p!r} (torch "
+                            f"turns a negative one into num_embeddings + padding_idx)")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.num_embeddings, self.embedding_dim)}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape + (self.embedding_dim,)
+
+    def check_placement(self, spec, part: str, index: int) -> None:
+        raise SpecError(f"{self} takes integer indices; a model spec's layers get float values")

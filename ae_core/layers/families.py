@@ -1,5 +1,5 @@
-"""Layer kinds of the model families: normalisation, dropout and corruption, tied weights, the VAE head,
-recurrent layers."""
+"""Layer kinds of the model families: batch normalisation, dropout and corruption, tied weights, the VAE
+head, the sequence helpers of the LSTM preset (the recurrent layers: ``recurrent.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from .registry import (LayerSpec, SpecError, batchnorm_init, layer_kind, no_state, positive_ints, positive_number,
-                       probability, prod, torch_default_init)
+                       probability, prod, torch_default_init, torch_layout_only)
 from .basic import Linear
 
 _BN_HINT = ("BatchNorm in training mode: Flax momentum = 1 - torch momentum, torch's running_var is the UNBIASED "
@@ -23,47 +23,62 @@ class _BatchNorm(LayerSpec):
     Train mode normalises with the batch mean and *biased* batch variance and updates
     ``running = (1 - momentum) * running + momentum * batch`` with the *unbiased* batch variance
     (torch's momentum 0.1 is Flax's momentum 0.9); eval mode uses the running statistics.
-    ``num_batches_tracked`` (int64) counts training batches. Parameters weight (gamma) and bias (beta);
-    buffers running_mean, running_var, num_batches_tracked.
+    ``num_batches_tracked`` (int64) counts training batches; ``momentum=None`` is torch's cumulative
+    average (factor 1 / num_batches_tracked). Parameters weight (gamma) and bias (beta); buffers
+    running_mean, running_var, num_batches_tracked. ``track_running_stats=False``: no buffers, batch
+    statistics in both modes.
     """
 
     num_features: int
     eps: float = 1e-5
-    momentum: float = 0.1
+    momentum: float | None = 0.1
     affine: bool = True  # torch's affine=False: no weight, no bias (normalisation only)
-
-    int_buffers = ("num_batches_tracked",)
+    track_running_stats: bool = True
 
     def __post_init__(self) -> None:
         positive_ints(self, "num_features")
         positive_number(self, "eps")
-        if not isinstance(self.momentum, (int, float)) or isinstance(self.momentum, bool) or not 0 < self.momentum <= 1:
-            raise SpecError(f"{type(self).__name__}.momentum must be in (0, 1] (torch convention), "
-                            f"got {self.momentum!r}")
-        if not isinstance(self.affine, bool):
-            raise SpecError(f"{type(self).__name__}.affine must be a bool, got {self.affine!r}")
+        m = self.momentum
+        if m is not None and (not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 < m <= 1):
+            raise SpecError(f"{type(self).__name__}.momentum must be in (0, 1] (torch convention) or None "
+                            f"(a cumulative average), got {m!r}")
+        for name in ("affine", "track_running_stats"):
+            if not isinstance(getattr(self, name), bool):
+                raise SpecError(f"{type(self).__name__}.{name} must be a bool, got {getattr(self, name)!r}")
+
+    @property
+    def int_buffers(self) -> tuple[str, ...]:
+        return ("num_batches_tracked",) if self.track_running_stats else ()
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weight": (self.num_features,), "bias": (self.num_features,)} if self.affine else {}
 
     def buffer_shapes(self) -> dict[str, tuple[int, ...]]:
+        if not self.track_running_stats:
+            return {}
         return {"running_mean": (self.num_features,), "running_var": (self.num_features,), "num_batches_tracked": ()}
 
 
-@layer_kind(init=batchnorm_init, example=dict(num_features=3), hints={"BatchNorm1d": _BN_HINT})
+@layer_kind(init=batchnorm_init, example=dict(num_features=3), example_input=(3,), hints={"BatchNorm1d": _BN_HINT})
 @dataclass(frozen=True)
 class BatchNorm1d(_BatchNorm):
-    """``torch.nn.BatchNorm1d(C)`` on (N, C) activations."""
+    """``torch.nn.BatchNorm1d(C)`` on (N, C) activations or (N, C, L) sequences (NNX: channels last)."""
 
     kind = "batchnorm1d"
+    image = True  # (N, C) as it is, (N, C, L) channels-last
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if in_shape != (self.num_features,):
-            raise SpecError(f"{self} gets input of shape {in_shape}, expected ({self.num_features},)")
+        if len(in_shape) not in (1, 2) or in_shape[0] != self.num_features:
+            raise SpecError(f"{self} gets input of shape {in_shape}, expected ({self.num_features},) or "
+                            f"({self.num_features}, L)")
         return in_shape
 
+    def check_placement(self, spec, part: str, index: int) -> None:  # (C, L) sequences: ported graphs only
+        torch_layout_only(self, spec, part, index, max_rank=1)
 
-@layer_kind(init=batchnorm_init, example=dict(num_features=3), hints={"BatchNorm2d": _BN_HINT})
+
+@layer_kind(init=batchnorm_init, example=dict(num_features=3), example_input=(3, 4, 4),
+            hints={"BatchNorm2d": _BN_HINT})
 @dataclass(frozen=True)
 class BatchNorm2d(_BatchNorm):
     """``torch.nn.BatchNorm2d(C)`` on (N, C, H, W) activations (NNX: channels last)."""
@@ -238,45 +253,6 @@ class GaussianHead(LayerSpec):
 
     def noise(self, in_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...], float]:
         return ("normal", (self.latent,), 1.0)
-
-
-@layer_kind(init=torch_default_init, example=dict(input_size=3, hidden_size=2),
-            hints={"LSTM": "LSTM: gate order i, f, g, o, and torch's TWO biases b_ih + b_hh (Flax cells have one) "
-                           "(pitfall 9)"})
-@dataclass(frozen=True)
-class LSTM(LayerSpec):
-    """``torch.nn.LSTM(input_size, hidden_size, batch_first=True)``, one layer, zero initial state,
-    returning the output sequence (N, steps, hidden).
-
-    Parameters in torch's layout and gate order (i, f, g, o): weight_ih_l0 (4H, in), weight_hh_l0
-    (4H, H) and BOTH biases bias_ih_l0, bias_hh_l0 (4H,) -- Flax's LSTMCell has one bias per gate.
-    """
-
-    input_size: int
-    hidden_size: int
-
-    kind = "lstm"
-    shown = "shape"
-
-    def __post_init__(self) -> None:
-        positive_ints(self, "input_size", "hidden_size")
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        h4 = 4 * self.hidden_size
-        return {"weight_ih_l0": (h4, self.input_size), "weight_hh_l0": (h4, self.hidden_size),
-                "bias_ih_l0": (h4,), "bias_hh_l0": (h4,)}
-
-    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(in_shape) != 2 or in_shape[1] != self.input_size:
-            raise SpecError(f"{self} gets input of shape {in_shape}, expected (steps, {self.input_size})")
-        return (in_shape[0], self.hidden_size)
-
-    @property
-    def fan_in(self) -> int:  # torch: U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) for every LSTM tensor
-        return self.hidden_size
-
-    def macs(self, in_shape: tuple[int, ...]) -> int:
-        return in_shape[0] * 4 * self.hidden_size * (self.input_size + self.hidden_size)
 
 
 @layer_kind(init=no_state, hints={"LastStep": "LastStep: output[:, -1] of a batch_first sequence (torch's "

@@ -7,7 +7,8 @@ A layer kind is ONE spec class (a frozen dataclass in this package) registered w
 - ``hints``: what usually goes wrong when that layer is ported (``{torch class name: hint}``; the
   divergence finder ``ae_parity.compare`` shows them);
 - ``example``: the arguments of a small instance, which the registry table test builds in both
-  frameworks.
+  frameworks, and ``example_input``: the per-example shape (torch layout) of an input that instance
+  takes, for tests that run it (integer indices in [0, 2) where the spec's ``input_dtype`` is "int").
 
 Each framework registers its builder for the same spec class beside its own layer code
 (``ae_torch/layers.py``, ``ae_jax/layers.py``, the latter with the layout rule of its parameters).
@@ -36,8 +37,9 @@ class LayerSpec:
     train-mode noise, see :meth:`noise`) or ``"tied_weight"`` (the weight of the layer named by
     ``tied_to``); ``outputs``: extra outputs after the activations (the VAE head's ``mu``, ``logvar``);
     ``corruption``: the layer belongs in ``ModelSpec.corrupt`` (and only there); ``image``: it takes
-    (N, C, H, W) images in torch, and its NNX layer runs channels-last (a graph converts around it,
-    ``ae_jax.graph``); ``shown``: how
+    channels-first (N, C, *spatial) values in torch -- (N, C, H, W) images, (N, C, L) sequences -- and its
+    NNX layer runs channels-last (a graph converts around it, ``ae_jax.graph``; (N, C) stays as it is);
+    ``input_dtype``: "float", or "int" for indices (Embedding); ``shown``: how
     ``ModelSpec.describe`` shows it ("shape", "kind", "activation" or "none").
     """
 
@@ -46,6 +48,7 @@ class LayerSpec:
     outputs: ClassVar[tuple[str, ...]] = ()
     corruption: ClassVar[bool] = False
     image: ClassVar[bool] = False
+    input_dtype: ClassVar[str] = "float"
     shown: ClassVar[str] = "kind"
     int_buffers: ClassVar[tuple[str, ...]] = ()
 
@@ -81,6 +84,7 @@ class LayerKind:
     init: Callable[[Any, np.random.Generator, str], dict[str, np.ndarray]]
     hints: Mapping[str, str]
     example: Mapping[str, Any]
+    example_input: tuple[int, ...] | None = None
 
     @property
     def kind(self) -> str:
@@ -93,7 +97,8 @@ class LayerKind:
 LAYER_KINDS: dict[str, LayerKind] = {}
 
 
-def layer_kind(*, init, hints: Mapping[str, str], example: Mapping[str, Any] | None = None):
+def layer_kind(*, init, hints: Mapping[str, str], example: Mapping[str, Any] | None = None,
+               example_input: tuple[int, ...] | None = None):
     """Class decorator: register a layer spec class as a layer kind (see the module docstring)."""
 
     def register(cls):
@@ -102,7 +107,8 @@ def layer_kind(*, init, hints: Mapping[str, str], example: Mapping[str, Any] | N
         if cls.kind in LAYER_KINDS:
             raise TypeError(f"layer kind {cls.kind!r} is registered twice ({LAYER_KINDS[cls.kind].spec.__name__}, "
                             f"{cls.__name__})")
-        LAYER_KINDS[cls.kind] = LayerKind(cls, init, dict(hints), dict(example or {}))
+        LAYER_KINDS[cls.kind] = LayerKind(cls, init, dict(hints), dict(example or {}),
+                                     None if example_input is None else tuple(example_input))
         return cls
 
     return register
@@ -126,11 +132,20 @@ def torch_default_init(layer, rng: np.random.Generator, dtype: str) -> dict[str,
 
 def batchnorm_init(layer, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
     """torch's BatchNorm start: weight 1, bias 0 (affine only), running_mean 0, running_var 1,
-    num_batches_tracked 0."""
+    num_batches_tracked 0 (track_running_stats only)."""
     c = layer.num_features
     affine = {"weight": np.ones(c, dtype), "bias": np.zeros(c, dtype)} if layer.affine else {}
+    if not layer.track_running_stats:
+        return affine
     return {**affine, "running_mean": np.zeros(c, dtype), "running_var": np.ones(c, dtype),
             "num_batches_tracked": np.zeros((), np.int64)}
+
+
+def norm_init(layer, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
+    """torch's LayerNorm / GroupNorm start (``reset_parameters``: ``ones_`` / ``zeros_``): every weight 1,
+    every bias 0."""
+    return {name: (np.ones if name.endswith("weight") else np.zeros)(shape, dtype)
+            for name, shape in layer.param_shapes().items()}
 
 
 def no_state(layer, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
@@ -139,6 +154,25 @@ def no_state(layer, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarra
 
 
 # ------------------------------------------------------------------------------- validation ----
+def placement_rank(spec, part: str, index: int) -> int | None:
+    """The rank of the per-example value that ``spec.<part>[index]`` receives; None where the spec's shapes
+    do not work out (its own shape check reports that)."""
+    if part == "corrupt":
+        return len(spec.input_shape)
+    try:
+        shapes = spec.layer_input_shapes()
+    except SpecError:
+        return None
+    return len(shapes[(0 if part == "encoder" else len(spec.encoder)) + index][1])
+
+
+def torch_layout_only(layer, spec, part: str, index: int, max_rank: int = 2) -> None:
+    """For ``check_placement``: a layer whose axes are torch's (channels on axis 1) cannot take the values a
+    model spec's NNX modules run channels-last (per-example rank 3: images), nor more than ``max_rank``."""
+    rank = placement_rank(spec, part, index)
+    if rank is not None and rank > max_rank:
+        raise SpecError(f"{layer} on {rank}-d examples: a model spec's NNX layers run them channels-last, where "
+                        f"this layer's axes are not torch's; use it in a torch model ported with `ae-parity port`")
 def prod(shape) -> int:
     n = 1
     for d in shape:
