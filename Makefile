@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/ae-parity demo
 
+# one pytest worker per core (pytest-xdist): the suite is compile-bound, and the tests share nothing but
+# read-only data (each worker writes the MNIST sample into its own session folder)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 bench: $(STAMP)
 	$(VENV)/bin/ae-parity bench
