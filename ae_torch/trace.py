@@ -147,8 +147,16 @@ _IGNORED = {("interpolate", "recompute_scale_factor"): None, ("interpolate", "an
             ("softmax", "_stacklevel"): 3, ("softmax", "dtype"): None, ("max_pool2d", "return_indices"): False}
 
 
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
 def _is_layer(m: nn.Module) -> bool:
-    return type(m) in LAYERS or type(m) in MODULE_OPS
+    """Where tracing stops: the layers and parameter-free modules that port, and torch's own other modules
+    (``nn.MultiheadAttention``...), reported by name instead of by their internals; torch's containers
+    and the user's own modules are traced through."""
+    if type(m) in LAYERS or type(m) in MODULE_OPS:
+        return True
+    return type(m).__module__.startswith("torch.nn.") and not isinstance(m, _CONTAINERS)
 
 
 class _Tracer:
@@ -227,6 +235,10 @@ class _Converter:
                 bad = _MODULE_CHECKS.get(type(m), lambda m: "")(m)
                 if bad:
                     raise SpecError(f"{type(m).__name__}({bad})")
+                if type(m) not in MODULE_OPS:
+                    raise SpecError(f"nn.{type(m).__name__} is not supported (the layers that port: "
+                                    f"{', '.join(sorted('nn.' + t.__name__ for t in LAYERS))}; and the "
+                                    f"parameter-free modules of ae_torch.trace.MODULE_OPS)")
                 op, kwargs = MODULE_OPS[type(m)](m)
                 args = normalize_args(op, tuple(self.value(a) for a in n.args), {**kwargs, **{
                     k: self.value(v) for k, v in n.kwargs.items()}})

@@ -142,11 +142,12 @@ class Unsupported(nn.Module):
         self.rnn = nn.GRU(8, 4, batch_first=True, bidirectional=True)
         self.scale = nn.Parameter(torch.ones(4))
         self.conv = nn.Conv2d(1, 1, 3, dilation=2)
+        self.act = nn.Hardswish()
 
     def forward(self, x):
         y = torch.sort(x, dim=-1).values
         h = self.rnn(y.view(-1, 8, 8))[0]
-        return self.conv(h.reshape(-1, 1, 8, 8)) * self.scale
+        return self.act(self.conv(h.reshape(-1, 1, 8, 8))) * self.scale
 
 
 def test_everything_unsupported_is_listed_at_once_with_its_source_line():
@@ -154,8 +155,9 @@ def test_everything_unsupported_is_listed_at_once_with_its_source_line():
         port(make(Unsupported), torch.zeros(2, 64, dtype=torch.float64))
     problems = info.value.problems
     text = str(info.value)
-    assert len(problems) == 4, text
+    assert len(problems) == 5, text
     assert "torch.sort is not supported" in text and "the attribute .values" in text
+    assert "nn.Hardswish is not supported" in text  # torch's own module: named, not traced into
     assert "GRU(bidirectional=True)" in text and "tensor attribute used directly (scale)" in text
     assert all("test_port.py:" in p for p in problems)  # each names the user's line
 
@@ -370,5 +372,5 @@ def test_the_port_command_refuses_an_unsupported_model_and_writes_nothing(tmp_pa
     assert cli.main(["port", f"{__file__}:Unsupported", "--out", str(out), "--batch", "random",
                      "--input-shape", "64"]) == 2
     err = capsys.readouterr().err
-    assert "cannot be ported (4 problem(s))" in err and "torch.sort is not supported" in err
+    assert "cannot be ported (5 problem(s))" in err and "torch.sort is not supported" in err
     assert not out.exists()
