@@ -120,7 +120,7 @@ class LSTM(nn.LSTM):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = True):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first=batch_first)
 
     def forward(self, x: torch.Tensor, hx=None) -> torch.Tensor:  # noqa: D102
         return super().forward(x, hx)[0]
@@ -131,7 +131,7 @@ class GRU(nn.GRU):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = True):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first=batch_first)
 
     def forward(self, x: torch.Tensor, hx=None) -> torch.Tensor:  # noqa: D102
         return super().forward(x, hx)[0]

@@ -20,7 +20,8 @@ def test_every_subcommand_dispatches_to_a_handler():
     from ae_parity import cli, commands
 
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(sub.choices) == list(cli.HANDLERS) == ["demo", "train", "sweep", "validate", "bench", "parity", "diagnose"]
+    assert list(sub.choices) == list(cli.HANDLERS) == ["demo", "train", "sweep", "validate", "bench", "parity", "diagnose",
+                                                             "port"]
     assert cli.HANDLERS["train"] is commands.train
 
 
