@@ -312,6 +312,22 @@ def bind_inputs(graph: str, method: str, names: tuple[str, ...], args: tuple, kw
     return env
 
 
+def resolve(v, env: Mapping[str, Any]):
+    """``v`` (an argument value or a method's output) with every :class:`Ref` replaced by its value in ``env``:
+    how both frameworks' runtimes read a node's arguments."""
+    if isinstance(v, Ref):
+        return env[v.name]
+    if isinstance(v, list):
+        return [resolve(x, env) for x in v]
+    if isinstance(v, tuple):
+        return tuple(resolve(x, env) for x in v)
+    if isinstance(v, dict):
+        return {k: resolve(x, env) for k, x in v.items()}
+    if isinstance(v, slice):
+        return slice(resolve(v.start, env), resolve(v.stop, env), resolve(v.step, env))
+    return v
+
+
 def refs(*values) -> list[Ref]:
     """Every :class:`Ref` inside (nested) values."""
     out: list[Ref] = []

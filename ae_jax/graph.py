@@ -25,7 +25,7 @@ from flax import nnx
 
 from ae_core import check_dtype
 from ae_core.graph import OPS as GRAPH_OPS
-from ae_core.graph import Graph, Ref, bind_inputs
+from ae_core.graph import Graph, bind_inputs, resolve
 
 from . import functional
 from .layers import make_layer, to_channels_first, to_channels_last
@@ -93,17 +93,7 @@ class GraphModule(nnx.Module):
         env: dict[str, Any] = bind_inputs(self.graph.name, method, m.inputs, args, inputs)
 
         def get(v):
-            if isinstance(v, Ref):
-                return env[v.name]
-            if isinstance(v, list):
-                return [get(x) for x in v]
-            if isinstance(v, tuple):
-                return tuple(get(x) for x in v)
-            if isinstance(v, dict):
-                return {k: get(x) for k, x in v.items()}
-            if isinstance(v, slice):
-                return slice(get(v.start), get(v.stop), get(v.step))
-            return v
+            return resolve(v, env)
 
         for node in m.nodes:
             if node.op == "module":

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ae_core.graph import Graph, Ref, bind_inputs
+from ae_core.graph import Graph, bind_inputs, resolve
 
 from .layers import make_layer
 from .trace import PortError, trace
@@ -153,17 +153,7 @@ class GraphModule(nn.Module):
         env: dict[str, Any] = bind_inputs(self.graph.name, method, m.inputs, args, inputs)
 
         def get(v):
-            if isinstance(v, Ref):
-                return env[v.name]
-            if isinstance(v, list):
-                return [get(x) for x in v]
-            if isinstance(v, tuple):
-                return tuple(get(x) for x in v)
-            if isinstance(v, dict):
-                return {k: get(x) for k, x in v.items()}
-            if isinstance(v, slice):
-                return slice(get(v.start), get(v.stop), get(v.step))
-            return v
+            return resolve(v, env)
 
         for node in m.nodes:
             if node.op == "module":
