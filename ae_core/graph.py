@@ -312,6 +312,11 @@ def bind_inputs(graph: str, method: str, names: tuple[str, ...], args: tuple, kw
     return env
 
 
+def eval_method(graph: Graph, method: str = "forward") -> str:
+    """The method a graph runs in eval mode: ``<method>@eval`` where the traced code differs by mode."""
+    return f"{method}@eval" if f"{method}@eval" in graph.methods else method
+
+
 def resolve(v, env: Mapping[str, Any]):
     """``v`` (an argument value or a method's output) with every :class:`Ref` replaced by its value in ``env``:
     how both frameworks' runtimes read a node's arguments."""

@@ -21,14 +21,9 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from .errors import UsageError
-from .graph import Graph, Method, Ref
+from .graph import Graph, Method, Ref, eval_method
 
 GRAPH_LOSSES = ("mse", "bce")
-
-
-def eval_method(graph: Graph, method: str = "forward") -> str:
-    """The method a graph runs in eval mode: ``<method>@eval`` where the traced code differs by mode."""
-    return f"{method}@eval" if f"{method}@eval" in graph.methods else method
 
 
 def first_leaf(output: Any):

@@ -25,7 +25,7 @@ from flax import nnx
 
 from ae_core import check_dtype
 from ae_core.graph import OPS as GRAPH_OPS
-from ae_core.graph import Graph, bind_inputs, resolve
+from ae_core.graph import Graph, bind_inputs, eval_method, resolve
 
 from . import functional
 from .layers import make_layer, to_channels_first, to_channels_last
@@ -84,8 +84,8 @@ class GraphModule(nnx.Module):
     def run(self, method: str, *args, noise: Mapping[str, jax.Array] | None = None, **inputs):
         """Run one of the graph's methods (``forward``, ``encode``, ``decode``) in the current mode, on its
         inputs by position or by their torch names."""
-        if self.deterministic and f"{method}@eval" in self.graph.methods:
-            method = f"{method}@eval"
+        if self.deterministic:
+            method = eval_method(self.graph, method)
         if method not in self.graph.methods:
             raise AttributeError(f"{self.graph.name} has no {method.split('@')[0]!r} (traced: "
                                  f"{', '.join(m for m in self.graph.methods if '@' not in m)})")

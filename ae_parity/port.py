@@ -66,6 +66,7 @@ def certificate(torch_model, x, *, make_flax, dtypes=("float64", "float32"), mod
     import numpy as np
     import torch
 
+    from ae_core.noise import batch_noise
     from ae_torch.graph import build
     from ae_torch.trace import trace
 
@@ -95,10 +96,7 @@ def certificate(torch_model, x, *, make_flax, dtypes=("float64", "float32"), mod
             notes.append(f"{dtype}: the forward draws {', '.join(noise_shapes)}; the traced graph run by torch gives "
                          f"the model's own outputs bitwise under the same seed, and is compared with the same noise "
                          f"on both sides")
-            rng = np.random.default_rng(0)
-            noise = {k: (rng.standard_normal((len(x), *shape)) if kind == "normal"
-                         else (rng.uniform(size=(len(x), *shape)) < p).astype(np.float64))
-                     for k, (kind, shape, p) in noise_shapes.items()}
+            noise = batch_noise(graph, 0, len(x), "float64")  # the draws both frameworks get, ae_core.noise's
             tm = runtime
         for mode in modes:
             report = compare(tm, make_flax(dtype), np.asarray(x, dtype), dtype=dtype, mode=mode,

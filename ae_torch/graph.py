@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ae_core.graph import Graph, bind_inputs, resolve
+from ae_core.graph import Graph, bind_inputs, eval_method, resolve
 
 from .layers import make_layer
 from .trace import PortError, trace
@@ -147,8 +147,8 @@ class GraphModule(nn.Module):
     def run(self, method: str, *args, noise: Mapping[str, torch.Tensor] | None = None, **inputs):
         """Run one of the graph's methods on its inputs by position or by their torch names, in the current
         mode (the eval-mode trace where the code differs between the modes)."""
-        if not self.training and f"{method}@eval" in self.graph.methods:
-            method = f"{method}@eval"
+        if not self.training:
+            method = eval_method(self.graph, method)
         m = self.graph.methods[method]
         env: dict[str, Any] = bind_inputs(self.graph.name, method, m.inputs, args, inputs)
 

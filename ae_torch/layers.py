@@ -115,8 +115,8 @@ class GaussianHead(nn.Module):
         return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
 
 
-class LSTM(nn.LSTM):
-    """``nn.LSTM`` returning only the output sequence (the presets' layer: batch_first, zero initial state)."""
+class _SequenceOnly:
+    """A recurrent layer returning only its output sequence (batch_first by default, zero initial state)."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = True):
@@ -126,15 +126,12 @@ class LSTM(nn.LSTM):
         return super().forward(x, hx)[0]
 
 
-class GRU(nn.GRU):
+class LSTM(_SequenceOnly, nn.LSTM):
+    """``nn.LSTM`` returning only the output sequence (the presets' layer)."""
+
+
+class GRU(_SequenceOnly, nn.GRU):
     """``nn.GRU`` returning only the output sequence."""
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = True):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first=batch_first)
-
-    def forward(self, x: torch.Tensor, hx=None) -> torch.Tensor:  # noqa: D102
-        return super().forward(x, hx)[0]
 
 
 class LastStep(nn.Module):
