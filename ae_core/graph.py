@@ -112,8 +112,12 @@ OPS: dict[str, OpSig] = {
     "group_norm": _sig("input", "num_groups", weight=None, bias=None, eps=1e-5),
     "batch_norm": _sig("input", "running_mean", "running_var", weight=None, bias=None, training=False, momentum=0.1,
                        eps=1e-5),
-    # random draws: supplied noise (per example, channels first), the same arrays for both frameworks
+    # random draws: supplied noise (per example, channels first), the same arrays for both frameworks;
+    # torch.randn / torch.rand: the first size is the batch's (x.size(0)), the dtype torch's default unless given
     "randn_like": _sig("input", noise="normal"),
+    "rand_like": _sig("input", noise="uniform"),
+    "randn": _sig(varargs="size", dtype=None, noise="normal"),
+    "rand": _sig(varargs="size", dtype=None, noise="uniform"),
     "dropout": _sig("input", p=0.5, noise="bernoulli"),
 }
 for _name, _op in OPS.items():
@@ -194,7 +198,7 @@ class Graph:
     dtype: str = "float32"
 
     def __hash__(self) -> int:  # static metadata of an NNX module: jit caches on it (dict fields have no hash)
-        return hash(self.to_json())
+        return self._hash
 
     def __post_init__(self) -> None:
         for path, spec in self.modules.items():
@@ -204,6 +208,7 @@ class Graph:
             raise SpecError(f"{self.name}: a graph needs a forward method")
         for mname, method in self.methods.items():
             self._check_method(mname, method)
+        object.__setattr__(self, "_hash", hash(self.to_json()))  # once: jit hashes the graph at every call
 
     def _check_method(self, mname: str, method: Method) -> None:
         known = set(method.inputs)
@@ -253,9 +258,15 @@ class Graph:
 
     def noise_shapes(self, method: str = "forward") -> dict[str, tuple[str, tuple[int, ...], float]]:
         """The random draws of ``method``: ``{node name: (kind, per-example shape, param)}`` -- "normal"
-        (standard normal, param 1) or "bernoulli" (param = keep probability), as ``ae_core.noise``."""
+        (standard normal, param 1), "uniform" (U[0, 1), param 1) or "bernoulli" (param = keep probability),
+        as ``ae_core.noise``."""
         out = {}
         for node in self.methods[method].nodes:
+            if node.op == "module" and "noise" in self.modules[node.target].inputs:
+                # a layer spec's own train-mode noise (a lowered preset's Dropout, corruption): shape-preserving
+                # layers, their input's shape is their output's
+                out[node.name] = self.modules[node.target].noise(tuple(node.shape[1:]))
+                continue
             kind = OPS[node.op].noise if node.op in OPS else None
             if kind:
                 keep = 1.0 - float(node.kwargs["p"]) if kind == "bernoulli" else 1.0
@@ -292,6 +303,25 @@ class Graph:
             return cls(d["name"], modules, methods, tuple(d.get("input_shape", ())), d.get("dtype", "float32"))
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
             raise SpecError(f"not a valid model graph: {type(e).__name__}: {e}") from None
+
+
+def module_tree(modules: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"encoder.0.0": m, "fc_mu": m2}`` -> nested dicts along the paths (how both runtimes hold them)."""
+    root: dict[str, Any] = {}
+    for path, module in modules.items():
+        node = root
+        *heads, leaf = path.split(".")
+        for h in heads:
+            node = node.setdefault(h, {})
+        node[leaf] = module
+    return root
+
+
+def is_list(keys) -> bool:
+    """Children named 0, 1, ... n-1 in order: an ``nn.Sequential`` / ``nn.ModuleList`` with every child a
+    module (torch: ``nn.Sequential``, NNX: ``nnx.List``); other names are a user's block."""
+    keys = list(keys)
+    return keys == [str(i) for i in range(len(keys))]
 
 
 def bind_inputs(graph: str, method: str, names: tuple[str, ...], args: tuple, kwargs: Mapping[str, Any]) -> dict:

@@ -45,5 +45,6 @@ def init_state_dict(spec: ModelSpec | Graph, seed: int, dtype="float32") -> dict
         if set(values) != set(layer.state_shapes()):
             raise SpecError(f"the init rule of layer kind {layer.kind!r} gives {sorted(values)}, "
                             f"not its state {sorted(layer.state_shapes())}")
-        out.update({f"{path}.{name}": value for name, value in values.items()})
+        named = (lambda n: n) if isinstance(spec, Graph) else spec.torch_name  # a spec's module names (ModelSpec.names)
+        out.update({named(f"{path}.{name}"): value for name, value in values.items()})
     return out

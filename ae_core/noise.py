@@ -8,7 +8,8 @@ a function of ``(seed, epoch)`` like the batch order, so a resumed run draws the
 trainers consume the same arrays, so a trajectory with dropout or a VAE is the same in both frameworks.
 
 - "bernoulli" (param = keep probability): a 0/1 mask in the model dtype;
-- "normal": standard normal, drawn in float64 and rounded to the model dtype.
+- "normal": standard normal, drawn in float64 and rounded to the model dtype;
+- "uniform": U[0, 1) (``torch.rand``), likewise.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def draw_noise(spec: ModelSpec | Graph, batch_shape: tuple[int, ...] | int, rng:
             out[name] = (rng.random(size) < param).astype(dtype)
         elif kind == "normal":
             out[name] = rng.standard_normal(size).astype(dtype)
+        elif kind == "uniform":
+            out[name] = rng.random(size).astype(dtype)
         else:  # pragma: no cover - spec layers only declare the two kinds above
             raise ValueError(f"{name}: unknown noise kind {kind!r}")
     return out
@@ -58,11 +61,11 @@ def batch_noise(spec: ModelSpec | Graph, seed: int, batch_size: int, dtype="floa
 
 def eval_noise(spec: ModelSpec | Graph, seed: int, n: int, dtype="float32") -> dict[str, np.ndarray]:
     """The random draws an evaluation pass of ``n`` examples needs, the same at every evaluation: none for
-    a preset (its eval mode draws nothing), a model graph's eval-mode standard normal draws (a
+    a preset (its eval mode draws nothing), a model graph's eval-mode normal and uniform draws (a
     ``torch.randn_like`` runs in both modes; dropout is off in eval), from a stream of their own."""
     if not isinstance(spec, Graph):
         return {}
-    shapes = {k: v for k, v in spec.noise_shapes(eval_method(spec)).items() if v[0] == "normal"}
+    shapes = {k: v for k, v in spec.noise_shapes(eval_method(spec)).items() if v[0] in ("normal", "uniform")}
     if not shapes:
         return {}
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), _NOISE_STREAM, _EVAL_STREAM])))

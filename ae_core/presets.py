@@ -90,7 +90,11 @@ PRESETS: dict[str, ModelSpec] = {
             name="vae",
             encoder=(Linear(784, 400), Activation("relu"), GaussianHead(400, 20)),
             decoder=(Linear(20, 400), Activation("relu"), Linear(400, 784), Activation("sigmoid")),
-            description="variational (pytorch/examples' VAE): 20-d Gaussian codes, BCE + KL loss",
+            # pytorch/examples' own module names (vae/main.py), so its saved state dict loads strictly
+            names={"encoder.0": "fc1", "encoder.2.mu": "fc21", "encoder.2.logvar": "fc22", "decoder.0": "fc3",
+                   "decoder.2": "fc4"},
+            description="variational (pytorch/examples' VAE, its module names fc1 ... fc4): 20-d Gaussian codes, "
+                        "BCE + KL loss",
         ),
         ModelSpec(
             name="lstm",

@@ -14,6 +14,7 @@ Nothing here imports a deep-learning framework.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 
 from .layers import LAYER_KINDS, Activation, GaussianHead, LayerSpec, Linear, SpecError, spec_class
@@ -32,6 +33,13 @@ class ModelSpec:
 
     ``corrupt`` (denoising autoencoders): parameter-free corruption layers applied to the input in
     train mode only, before the encoder; the loss target stays the clean input.
+
+    ``names`` (a model published under other module names): ``{layer path: torch module name}`` for
+    the layers that hold state, e.g. ``{"encoder.0": "fc1", "encoder.2.mu": "fc21"}`` (pytorch/examples'
+    VAE); their state-dict names follow (``fc1.weight``), so that code's saved weights load strictly,
+    and the layers without state are functional ops between them, as such code writes them
+    (:meth:`to_graph`). Layers not named keep ``encoder.<i>`` / ``decoder.<i>``, inside the tutorials'
+    ``nn.Sequential``.
     """
 
     name: str
@@ -40,12 +48,15 @@ class ModelSpec:
     input: str = "mnist"  # what the model eats; a key of INPUT_KINDS
     description: str = ""
     corrupt: tuple[LayerSpec, ...] = ()
+    names: tuple[tuple[str, str], ...] = ()  # given as a dict; stored sorted (the spec stays hashable)
 
     PARTS = ("corrupt", "encoder", "decoder")
 
     def __post_init__(self) -> None:
         for part in self.PARTS:
             object.__setattr__(self, part, tuple(getattr(self, part)))
+        names = self.names.items() if isinstance(self.names, dict) else self.names
+        object.__setattr__(self, "names", tuple(sorted((str(k), str(v)) for k, v in names)))
         if self.input not in INPUT_KINDS:
             raise SpecError(f"{self.name}: unknown input kind {self.input!r}; known: {', '.join(INPUT_KINDS)}")
         if not self.encoder or not self.decoder:
@@ -57,6 +68,31 @@ class ModelSpec:
         out = self._propagate("decoder", code)
         if out != self.input_shape:
             raise SpecError(f"{self.name}: decoder produces shape {out}, but the input has shape {self.input_shape}")
+        self._check_names()
+
+    def _check_names(self) -> None:
+        """Each renamed path is a stateful layer (or a VAE head's ``mu`` / ``logvar``), each new name a
+        dotted Python name used once, none inside another (``fc`` and ``fc.a``)."""
+        paths = {f"{part}.{i}{sub}" for part, i, layer in self.layers() if layer.state_shapes()
+                 for sub in ((".mu", ".logvar") if isinstance(layer, GaussianHead) else ("",))}
+        new = [v for _, v in self.names]
+        for old, name in self.names:
+            if old not in paths:
+                raise SpecError(f"{self.name}: names[{old!r}]: not a layer with state; those are "
+                                f"{', '.join(sorted(paths))}")
+            if not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", name) or name.split(".")[0] in ("corrupt", *self.PARTS):
+                raise SpecError(f"{self.name}: names[{old!r}] = {name!r} is not a module name (dotted Python "
+                                f"names, not under corrupt / encoder / decoder)")
+            if new.count(name) > 1 or any(o.startswith(name + ".") for o in new):
+                raise SpecError(f"{self.name}: the module name {name!r} is given twice or holds another")
+
+    def torch_name(self, name: str) -> str:
+        """A layer path or state name (``encoder.2.mu.weight``) under the model's module names
+        (``fc21.weight``, :attr:`names`); unchanged where no name is given."""
+        for old, new in sorted(self.names, key=lambda kv: -len(kv[0])):
+            if name == old or name.startswith(old + "."):
+                return new + name[len(old):]
+        return name
 
     def _check_layer(self, part: str, i: int, layer) -> None:
         where = f"{self.name}: {part}[{i}]"
@@ -97,17 +133,18 @@ class ModelSpec:
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Trainable parameters: canonical names (PyTorch ``named_parameters``) -> shapes in PyTorch layout."""
-        return {f"{part}.{i}.{p}": shape for part, i, layer in self.layers()
+        return {self.torch_name(f"{part}.{i}.{p}"): shape for part, i, layer in self.layers()
                 for p, shape in layer.param_shapes().items()}
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         """Everything in a ``state_dict``: parameters and buffers (BatchNorm running statistics), in
         PyTorch's order (per module: parameters, then buffers)."""
-        return {f"{part}.{i}.{p}": shape for part, i, layer in self.layers() for p, shape in layer.state_shapes().items()}
+        return {self.torch_name(f"{part}.{i}.{p}"): shape for part, i, layer in self.layers()
+                for p, shape in layer.state_shapes().items()}
 
     def int_keys(self) -> set[str]:
         """State-dict entries that hold integers (``num_batches_tracked``), not floats."""
-        return {f"{part}.{i}.{b}" for part, i, layer in self.layers() for b in layer.int_buffers}
+        return {self.torch_name(f"{part}.{i}.{b}") for part, i, layer in self.layers() for b in layer.int_buffers}
 
     def noise_shapes(self) -> dict[str, tuple[str, tuple[int, ...], float]]:
         """The random inputs one example needs in train mode: ``{layer name: (kind, shape, param)}``.
@@ -154,6 +191,8 @@ class ModelSpec:
         d = {"name": self.name, "input": self.input, "description": self.description}
         # encoder and decoder are never empty; `corrupt` is written only when there is one
         d.update({part: [layer(l) for l in getattr(self, part)] for part in self.PARTS if getattr(self, part)})
+        if self.names:  # written only when given: the JSON of the other specs is as it always was
+            d["names"] = dict(self.names)
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -167,12 +206,21 @@ class ModelSpec:
                     item = dict(item)
                     layers.append(spec_class(item.pop("kind"))(**item))
                 parts[part] = tuple(layers)
-            return cls(name=d["name"], input=d["input"], description=d.get("description", ""), **parts)
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            return cls(name=d["name"], input=d["input"], description=d.get("description", ""),
+                       names=d.get("names", {}), **parts)
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
             raise SpecError(f"not a valid model spec: {e}") from None
 
     def same_architecture(self, other: "ModelSpec") -> bool:
-        return all(getattr(self, p) == getattr(other, p) for p in self.PARTS) and self.input == other.input
+        return (all(getattr(self, p) == getattr(other, p) for p in self.PARTS) and self.input == other.input
+                and self.names == other.names)
+
+    def to_graph(self):
+        """The model as a graph (``ae_core.graph``): how both frameworks build and run it
+        (``ae_core.lowering``)."""
+        from .lowering import lower
+
+        return lower(self)
 
     def describe(self, part: str) -> str:
         """The shapes one side passes through (``784-128-...`` for MLPs), with the activations named."""

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import modules as _modules
+import ae_jax.modules as _modules
 from .layers import relu as _relu
 
 
@@ -316,11 +316,30 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 
 # ----------------------------------------------------------------------------- random draws ----
+def _supplied(op: str, noise, shape, dtype):
+    if tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"{op} noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
+    return jnp.asarray(noise).astype(dtype)
+
+
 def randn_like(input, noise):
     """torch.randn_like's draw, supplied: ``noise`` (standard normal numbers of ``input``'s shape)."""
-    if tuple(noise.shape) != tuple(input.shape):
-        raise ValueError(f"randn_like noise has shape {tuple(noise.shape)}, expected {tuple(input.shape)}")
-    return jnp.asarray(noise).astype(input.dtype)
+    return _supplied("randn_like", noise, input.shape, input.dtype)
+
+
+def rand_like(input, noise):
+    """torch.rand_like's draw, supplied: ``noise`` (U[0, 1) numbers of ``input``'s shape)."""
+    return _supplied("rand_like", noise, input.shape, input.dtype)
+
+
+def randn(size, dtype=None, *, noise):
+    """torch.randn(*size)'s draw, supplied; float32 (torch's default dtype) unless ``dtype`` says otherwise."""
+    return _supplied("randn", noise, tuple(size), dtype or "float32")
+
+
+def rand(size, dtype=None, *, noise):
+    """torch.rand(*size)'s draw, supplied; float32 (torch's default dtype) unless ``dtype`` says otherwise."""
+    return _supplied("rand", noise, tuple(size), dtype or "float32")
 
 
 def dropout(input, p=0.5, *, mask=None, training=True):

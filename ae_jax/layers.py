@@ -35,11 +35,12 @@ from .recurrent import GRU, LSTM, recurrent_rules
 _RELU_INPUTS: contextvars.ContextVar = contextvars.ContextVar("ae_jax_relu_inputs", default=None)
 
 
-def relu(x: jax.Array) -> jax.Array:
-    """``jax.nn.relu``; inside :func:`relu_inputs` its input is also appended to the recording list."""
+def relu(x: jax.Array, recorded=None) -> jax.Array:
+    """``jax.nn.relu``; inside :func:`relu_inputs` its input is also appended to the recording list
+    (``recorded(x)``: in another layout, torch's, where the caller runs it channels-last)."""
     seen = _RELU_INPUTS.get()
     if seen is not None:
-        seen.append(x)
+        seen.append(x if recorded is None else recorded(x))
     return jax.nn.relu(x)
 
 
@@ -131,7 +132,8 @@ def to_nchw(x: jax.Array) -> jax.Array:
 
 
 class _Noisy(nnx.Module):
-    """A train-mode layer fed with supplied noise (channels-first; turned NHWC for 4-d activations)."""
+    """A train-mode layer fed with supplied noise, in the layout of its input: torch's (a model graph runs
+    every layer on torch-layout values but the image layers, ``ae_jax.graph``)."""
 
     deterministic: bool = False
 
@@ -139,7 +141,7 @@ class _Noisy(nnx.Module):
         if value is None:
             raise ValueError(f"{type(self).__name__} in train mode needs its noise: call the model with "
                              f"noise=ae_core.noise.draw_noise(spec, ...) (or switch to eval mode: model.eval())")
-        return to_nhwc(jnp.asarray(value))
+        return jnp.asarray(value)
 
 
 class Dropout(_Noisy):

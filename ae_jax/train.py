@@ -124,13 +124,13 @@ def loss_and_grad(model: nnx.Module, x: jax.Array, target: jax.Array | None = No
 
 def loss_grad_and_relu_inputs(model: nnx.Module, x: jax.Array, target: jax.Array | None = None,
                               loss="mse", noise=None) -> tuple[float, dict[str, np.ndarray], list[np.ndarray]]:
-    """:func:`loss_and_grad`, plus the input of every ReLU of that forward in call order (numpy; images
-    in torch's NCHW layout), returned by the same compiled computation as the gradients: which side of
+    """:func:`loss_and_grad`, plus the input of every ReLU of that forward in call order (numpy, in torch's
+    layout), returned by the same compiled computation as the gradients: which side of
     the kink each pre-activation fell on decides the gradient there (``ae_parity.reference``)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     value, grads, seen = _loss_grad_relu(graphdef, params, rest, x, x if target is None else target, noise, loss=loss)
-    seen = [np.asarray(a).transpose(0, 3, 1, 2) if a.ndim == 4 else np.asarray(a) for a in seen]
-    return float(value), to_torch_layout(model, grads), seen
+    # a graph module runs its activations in torch's layout (only the image layers go channels-last inside)
+    return float(value), to_torch_layout(model, grads), [np.asarray(a) for a in seen]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

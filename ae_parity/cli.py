@@ -338,8 +338,8 @@ def _add_diagnose(sub) -> None:
 
     port = sub.add_parser("port", help="a torch autoencoder as readable Flax NNX source, with its parity certificate")
     port.add_argument("torch", metavar="FILE.py:NAME", help="the torch nn.Module class, or a function returning it")
-    port.add_argument("--torch-kwargs", type=_json_object, default=None, metavar="JSON",
-                      help="keyword arguments for the class or function, a JSON object")
+    port.add_argument("--kwargs", "--torch-kwargs", dest="torch_kwargs", type=_json_object, default=None,
+                      metavar="JSON", help="keyword arguments for the class or function, a JSON object")
     port.add_argument("--out", required=True, help="the NNX source file to write (e.g. model_nnx.py)")
     port.add_argument("--class-name", default=None, help="the generated class's name (default: the torch class's)")
     port.add_argument("--graph-out", default=None, help="also write the model graph (JSON)")

@@ -97,8 +97,11 @@ def _call(graph: Graph, node, lists: set[str]) -> str:
         return f"{_attr(node.target, lists)}({_value(kw[OPS[node.op].params[0]])}{extra})"
     if node.op == "getitem":
         return f"{_value(kw['input'])}[{_index(kw['index'])}]"
-    if node.op == "randn_like":
-        return f"F.randn_like({_value(kw['input'])}, noise[{node.name!r}])"
+    if node.op in ("randn_like", "rand_like"):
+        return f"F.{node.op}({_value(kw['input'])}, noise[{node.name!r}])"
+    if node.op in ("randn", "rand"):
+        dtype = f", dtype={kw['dtype']!r}" if kw["dtype"] else ""
+        return f"F.{node.op}({_value(kw['size'])}{dtype}, noise=noise[{node.name!r}])"
     if node.op == "dropout":
         return (f"F.dropout({_value(kw['input'])}, {kw['p']!r}, mask=None if self.deterministic else "
                 f"noise[{node.name!r}], training=not self.deterministic)")
@@ -137,7 +140,7 @@ def _layers(graph: Graph) -> tuple[list[str], set[str]]:
     """The ``__init__`` lines building every torch submodule under its torch path -- layers as their
     builders build them, parameter-free modules as their ops (:func:`_module_op`) -- and the paths that
     are lists."""
-    from ae_jax.graph import is_list
+    from ae_core.graph import is_list
     from ae_jax.layers import SOURCES
 
     attrs = {}

@@ -280,7 +280,7 @@ def port(args) -> int:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         tm = build(args.torch, "--torch", torch.nn.Module, "torch nn.Module", args.torch_kwargs,
-                   kwargs_flag="--torch-kwargs").double()
+                   kwargs_flag="--kwargs").double()
     x = _diagnose_batch(args, type(tm))
     graph = trace(tm, torch.from_numpy(x))
     name = args.class_name or type(tm).__name__

@@ -287,8 +287,9 @@ def _hook_trace(model, x, kwargs: dict, note: str) -> tuple[Any, TorchTrace]:
     children = {name for name, m in model.named_modules() if any(True for _ in m.children())}
 
     def ref_of(t, where: str) -> Ref:
-        if id(t) not in known:  # made by code the hooks do not see
-            nodes.append(TNode(f"(code before {where})", CODE, "(untraced code)", leaves={"": numpy(t)}))
+        if id(t) not in known:  # made by code the hooks do not see (a second such value there: "#2")
+            key = count.key(f"(code before {where})")
+            nodes.append(TNode(key, CODE, "(untraced code)", leaves={"": numpy(t)}))
             known[id(t)] = (t, (len(nodes) - 1, ""))
         return known[id(t)][1]
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ae_core.graph import Graph, bind_inputs, eval_method, resolve
+from ae_core.graph import Graph, bind_inputs, eval_method, is_list, module_tree, resolve
 
 from .layers import make_layer
 from .trace import PortError, trace
@@ -33,9 +33,19 @@ class _Call:
         return None if value is None else torch.as_tensor(value)
 
 
-def _randn_like(a, call):
-    given = call.supplied()
-    return torch.randn_like(a["input"]) if given is None else given.to(a["input"].dtype)
+def _like(draw):
+    def op(a, call):
+        given = call.supplied()
+        return draw(a["input"]) if given is None else given.to(a["input"].dtype)
+    return op
+
+
+def _sized(draw):  # torch.randn / torch.rand: the dtype given, else torch's default
+    def op(a, call):
+        dtype = getattr(torch, a["dtype"]) if a["dtype"] else torch.get_default_dtype()
+        given = call.supplied()
+        return draw(*a["size"], dtype=dtype) if given is None else given.to(dtype)
+    return op
 
 
 def _dropout(a, call):
@@ -121,7 +131,10 @@ OPS = {
     "group_norm": _plain(lambda a: F.group_norm(a["input"], a["num_groups"], a["weight"], a["bias"], a["eps"])),
     "batch_norm": _plain(lambda a: F.batch_norm(a["input"], a["running_mean"], a["running_var"], a["weight"],
                                                 a["bias"], a["training"], a["momentum"], a["eps"])),
-    "randn_like": _randn_like,
+    "randn_like": _like(torch.randn_like),
+    "rand_like": _like(torch.rand_like),
+    "randn": _sized(torch.randn),
+    "rand": _sized(torch.rand),
     "dropout": _dropout,
 }
 
@@ -134,14 +147,8 @@ class GraphModule(nn.Module):
     def __init__(self, graph: Graph):
         super().__init__()
         self.graph = graph
-        for path, spec in graph.modules.items():
-            parent = self
-            *heads, leaf = path.split(".")
-            for h in heads:
-                if h not in parent._modules:
-                    parent.add_module(h, nn.Module())
-                parent = parent._modules[h]
-            parent.add_module(leaf, make_layer(spec))
+        for name, child in _containers(module_tree({p: make_layer(s) for p, s in graph.modules.items()})).items():
+            self.add_module(name, child)
         self.layers = dict(self.named_modules())
 
     def run(self, method: str, *args, noise: Mapping[str, torch.Tensor] | None = None, **inputs):
@@ -157,10 +164,22 @@ class GraphModule(nn.Module):
 
         for node in m.nodes:
             if node.op == "module":
-                env[node.name] = self.layers[node.target](*get(node.args))
+                spec = self.graph.modules[node.target]
+                extra = [self._input(what, spec, node.name, noise) for what in spec.inputs]
+                env[node.name] = self.layers[node.target](*get(node.args), *extra)
             else:
                 env[node.name] = OPS[node.op](get(dict(node.kwargs)), _Call(node.name, noise, self.training))
         return get(m.output)
+
+    def _input(self, what: str, spec, name: str, noise):
+        """What a layer spec takes besides its activations (``LayerSpec.inputs``): its supplied noise (None:
+        torch draws it), or the weight of the layer it is tied to."""
+        if what == "noise":
+            value = None if noise is None else noise.get(name)
+            return None if value is None else torch.as_tensor(value)
+        if what == "tied_weight":
+            return self.layers[spec.tied_to].weight
+        raise TypeError(f"ae_torch does not know how to supply {what!r} to {spec}")
 
     def forward(self, x, *more, noise: Mapping[str, torch.Tensor] | None = None, **inputs):
         return self.run("forward", x, *more, noise=noise, **inputs)
@@ -172,10 +191,31 @@ class GraphModule(nn.Module):
         return self.run("decode", z, noise=noise)
 
 
+class Block(nn.Module):
+    """A torch container of a graph's layers that is not a Sequential (a user's block): its children."""
+
+
+def _containers(tree: Mapping[str, Any]) -> dict[str, nn.Module]:
+    """Nested dicts of layers -> torch containers: ``nn.Sequential`` where the children are ``0 .. n-1``
+    (the tutorials' tree, ``model.decoder[-1]``), a :class:`Block` otherwise."""
+    out = {}
+    for name, child in tree.items():
+        if isinstance(child, dict):
+            kids = _containers(child)
+            if is_list(kids):
+                child = nn.Sequential(*kids.values())
+            else:
+                child = Block()
+                for k, m in kids.items():
+                    child.add_module(k, m)
+        out[name] = child
+    return out
+
+
 def build(graph: Graph, *, dtype: str | None = None) -> GraphModule:
     """A torch module running ``graph`` (float32 unless ``dtype`` or the graph says otherwise)."""
     model = GraphModule(graph)
     return model.to({"float32": torch.float32, "float64": torch.float64}[dtype or graph.dtype])
 
 
-__all__ = ["GraphModule", "OPS", "PortError", "build", "trace"]
+__all__ = ["Block", "GraphModule", "OPS", "PortError", "build", "trace"]

@@ -135,6 +135,7 @@ FUNCTIONS = {
     torch.sum: "sum", torch.mean: "mean", F.max_pool2d: "max_pool2d", F.avg_pool2d: "avg_pool2d",
     F.adaptive_avg_pool2d: "adaptive_avg_pool2d", F.interpolate: "interpolate", torch.randn_like: "randn_like",
     F.dropout: "dropout", F.layer_norm: "layer_norm", F.group_norm: "group_norm", F.batch_norm: "batch_norm",
+    torch.rand_like: "rand_like", torch.randn: "randn", torch.rand: "rand",
 }
 METHODS = {name: name for name in ("relu", "sigmoid", "tanh", "exp", "log", "sqrt", "abs", "neg", "add", "sub", "mul",
                                    "pow", "matmul", "view", "reshape", "flatten", "permute", "repeat", "transpose", "squeeze",
@@ -168,6 +169,24 @@ class _Tracer:
                 super().__init__(autowrap_functions=())
                 self.record_stack_traces = True
 
+            def trace(self, root, concrete_args=None):
+                # torch.randn(x.size(0), 20) / torch.rand(...): factories whose only traced arguments are sizes,
+                # which fx does not intercept; recorded as calls while tracing (torch itself is restored after)
+                originals = {name: getattr(torch, name) for name in ("randn", "rand")}
+
+                def recorded(fn):
+                    def call(*args, **kwargs):  # a draw is a node even of constant sizes (refused: no batch)
+                        return self.create_proxy("call_function", fn, args, kwargs)
+                    return call
+
+                try:
+                    for name, fn in originals.items():
+                        setattr(torch, name, recorded(fn))
+                    return super().trace(root, concrete_args)
+                finally:
+                    for name, fn in originals.items():
+                        setattr(torch, name, fn)
+
             def is_leaf_module(self, m, qualname):
                 # known layers stop the tracing; anything else (Sequential, user blocks, unknown modules with
                 # parameters of their own) is traced through -- an unknown module's own parameters then show
@@ -199,6 +218,33 @@ class _Converter:
     def __init__(self, model: nn.Module, modules: dict, problems: list[str]):
         self.model, self.modules, self.problems = model, modules, problems
         self.submodules = dict(model.named_modules())
+        self.devices: set[str] = set()  # nodes that are a value's .device (only ever passed where a device goes)
+
+    def _is_device(self, v) -> bool:
+        return isinstance(v, (str, torch.device)) or getattr(v, "name", None) in self.devices
+
+    def _device_free(self, n):
+        """``x.device`` (a node of its own, dropped), ``t.to(device)`` (the identity) -- or None: neither."""
+        import torch.fx as fx
+
+        if n.op == "call_function" and n.target is builtins.getattr and n.args[1] == "device":
+            self.devices.add(n.name)
+            return ()
+        if n.op == "call_method" and n.target == "to":
+            rest = [*n.args[1:], *(v for k, v in n.kwargs.items() if k == "device")]
+            if set(n.kwargs) - {"device", "non_blocking", "copy"} or not rest or not all(map(self._is_device, rest)):
+                raise SpecError("Tensor.to(...) is supported to a device only (a dtype changes the values)")
+            return ("identity", (n.args[0],), {})
+        if n.op == "call_function" and n.target in (torch.randn, torch.rand):
+            kwargs = {k: v for k, v in n.kwargs.items() if k not in ("device", "layout", "pin_memory")}
+            if kwargs.pop("requires_grad", False) or kwargs.pop("generator", None) is not None:
+                raise SpecError(f"torch.{n.target.__name__}(requires_grad=True / generator=...) is not supported")
+            size = n.args[0] if len(n.args) == 1 and isinstance(n.args[0], (list, tuple)) else n.args
+            if not size or not isinstance(size[0], fx.Node):
+                raise SpecError(f"torch.{n.target.__name__}{tuple(size)}: the first size must be the batch size "
+                                f"(x.size(0)): a graph's draws are supplied one per example")
+            return (n.target.__name__, tuple(size), kwargs)
+        return None
 
     def value(self, v):
         import torch.fx as fx
@@ -210,6 +256,8 @@ class _Converter:
             return tuple(items) if isinstance(v, tuple) else items
         if isinstance(v, torch.Size):
             return tuple(v)
+        if isinstance(v, torch.dtype):
+            return str(v).replace("torch.", "")
         if isinstance(v, slice):
             return slice(self.value(v.start), self.value(v.stop), self.value(v.step))
         if isinstance(v, dict):
@@ -243,6 +291,14 @@ class _Converter:
                 args = normalize_args(op, tuple(self.value(a) for a in n.args), {**kwargs, **{
                     k: self.value(v) for k, v in n.kwargs.items()}})
                 return Node(n.name, op, n.target, (), args, shape, source)
+            special = self._device_free(n) if n.op in ("call_function", "call_method") else None
+            if special == ():
+                return None
+            if special is not None:
+                op, args, kwargs = special
+                return Node(n.name, op, "", (), normalize_args(op, tuple(self.value(a) for a in args),
+                                                                {k: self.value(v) for k, v in kwargs.items()}),
+                            shape, source)
             if n.op in ("call_function", "call_method"):
                 if n.op == "call_function" and n.target is builtins.getattr:
                     if n.args[1] != "shape":
@@ -304,15 +360,21 @@ def _trace_method(model, mname: str, examples: tuple, modules: dict, problems: l
     from torch.fx.passes.shape_prop import ShapeProp
 
     tracer = _Tracer()
+    # the arguments after the examples keep their defaults (forward(x, noise=None)): fixed while tracing
+    concrete = {p.name: p.default for p in _method_args(getattr(type(model), mname))[1 + len(examples):]}
     try:
-        g = tracer.trace(_bound(model, mname))
-    except Exception as e:  # noqa: BLE001 - reported, never half-built
-        problems.append(f"{type(model).__name__}.{mname}: torch.fx cannot trace it ({type(e).__name__}: "
-                        f"{str(e)[:200]})")
-        return None
+        g = tracer.trace(_bound(model, mname), concrete_args=concrete or None)
+    except Exception as e:  # noqa: BLE001 - torch.export, else reported, never half-built
+        from .export import export_method
+
+        fx_error = f"{type(model).__name__}.{mname}: torch.fx cannot trace it ({type(e).__name__}: {str(e)[:200]})"
+        found: list[str] = []
+        method = export_method(_bound(model, mname), model, examples, modules, found)
+        problems.extend(f"{fx_error}; {p}" if p.startswith("torch.export") else p for p in found)
+        return method
     try:
         with torch.no_grad():
-            ShapeProp(fx.GraphModule(tracer.root, g)).propagate(*examples)
+            ShapeProp(fx.GraphModule(tracer.root, g)).propagate(*examples, *concrete.values())
     except Exception as e:  # noqa: BLE001 - the model fails on its example: reported, never half-built
         cause = e.__cause__ or e
         problems.append(f"{type(model).__name__}.{mname} fails on the example input ({type(cause).__name__}: "
@@ -320,9 +382,12 @@ def _trace_method(model, mname: str, examples: tuple, modules: dict, problems: l
         return None
     conv = _Converter(model, modules, problems)
     nodes, output, inputs = [], None, []
+    fixed: set = set()  # the defaulted arguments and fx's checks of their values
     for n in g.nodes:
-        if n.op == "placeholder":
+        if n.op == "placeholder" and len(inputs) < len(examples):
             inputs.append(n.name)
+        elif n.op == "placeholder" or any(a in fixed for a in n.all_input_nodes):
+            fixed.add(n)
         elif n.op == "output":
             output = conv.value(n.args[0])
         else:
@@ -362,10 +427,12 @@ def trace(model: nn.Module, *example, methods: tuple[str, ...] = ("forward", "en
                     with torch.no_grad():
                         code = work.encode(*examples["encode"])
                     examples[mname] = (code[0] if isinstance(code, (list, tuple)) else code,)
-                wanted = len(_method_args(getattr(type(model), mname))) - 1
-                if wanted != len(examples[mname]):
-                    problems.append(f"{name}.{mname} takes {wanted} input(s), traced with {len(examples[mname])}: "
-                                    f"pass one example per forward input")
+                params = _method_args(getattr(type(model), mname))[1:]
+                required = [p for p in params if p.default is p.empty]
+                if not len(required) <= len(examples[mname]) <= len(params):
+                    takes = f"{len(required)} to {len(params)}" if len(required) < len(params) else len(params)
+                    problems.append(f"{name}.{mname} takes {takes} input(s), traced with {len(examples[mname])}: "
+                                    f"pass one example per forward input (those left out keep their defaults)")
                     continue
                 method = _trace_method(work, mname, examples[mname], modules, problems)
                 if method is None:

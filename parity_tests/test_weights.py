@@ -23,7 +23,7 @@ def test_round_trip_torch_jax_torch_is_bit_exact(dtype):
     original = to_numpy_dict(tm.state_dict())
     jm = ae_jax.build("mlp9", dtype=dtype)
     ae_jax.load_state_dict(jm, tm.state_dict())
-    assert np.array_equal(np.asarray(jm.encoder.layers[0].kernel.get_value()), original["encoder.0.weight"].T)
+    assert np.array_equal(np.asarray(jm.encoder[0].kernel.get_value()), original["encoder.0.weight"].T)
     back = ae_torch.build("mlp9", dtype=dtype, seed=99)
     back.load_state_dict({k: torch.from_numpy(v) for k, v in ae_jax.state_dict(jm).items()}, strict=True)
     assert_trees_all_close(to_numpy_dict(back.state_dict()), original, exact=True)
@@ -203,7 +203,7 @@ def test_conv_round_trip_is_bit_exact():
     tm = ae_torch.build("conv")
     jm = ae_jax.build("conv")
     ae_jax.load_state_dict(jm, tm.state_dict())
-    k = np.asarray(jm.decoder.layers[3].kernel.get_value())
+    k = np.asarray(jm.decoder[3].kernel.get_value())
     assert k.shape == (3, 3, 16, 32)  # (kH, kW, out, in) for nnx.ConvTranspose(transpose_kernel=True)
     assert_trees_all_close(ae_jax.state_dict(jm), to_numpy_dict(tm.state_dict()), exact=True)
 

@@ -140,26 +140,35 @@ class Tied(nn.Module):
         return torch.sigmoid(F.linear(h, self.encoder[0].weight.t(), self.decoder[2].bias))
 
 
-class Heads(nn.Module):
-    def __init__(self, n_in, latent):
-        super().__init__()
-        self.mu = nn.Linear(n_in, latent)
-        self.logvar = nn.Linear(n_in, latent)
+class VAE(nn.Module):
+    """pytorch/examples' VAE, as vae/main.py writes it (its names, its functional forward); in eval mode
+    the code is the mean (the preset's convention; the example samples in both modes)."""
 
-    def forward(self, h):
-        return self.mu(h), self.logvar(h)
-
-
-class VAE(nn.Module):  # pytorch/examples' VAE (784-400-20), its layers inside Sequentials
     def __init__(self):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(784, 400), nn.ReLU(), Heads(400, 20))
-        self.decoder = nn.Sequential(nn.Linear(20, 400), nn.ReLU(), nn.Linear(400, 784), nn.Sigmoid())
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def encode(self, x):
+        h1 = F.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def reparameterize(self, mu, logvar):
+        std = torch.exp(0.5 * logvar)
+        eps = torch.randn_like(std)
+        return mu + eps * std
+
+    def decode(self, z):
+        h3 = F.relu(self.fc3(z))
+        return torch.sigmoid(self.fc4(h3))
 
     def forward(self, x):
-        mu, logvar = self.encoder(x)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
-        return self.decoder(z)
+        mu, logvar = self.encode(x.view(-1, 784))
+        z = self.reparameterize(mu, logvar) if self.training else mu
+        return self.decode(z)
 
 
 class SequenceAE(nn.Module):  # rows of a digit as a 28-step sequence

@@ -65,6 +65,7 @@ class Flatten(LayerSpec):
 
     kind = "flatten"
     shown = "none"
+    image = True  # its NNX layer takes channels-last activations
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (prod(in_shape),)
@@ -80,6 +81,7 @@ class Unflatten(LayerSpec):
 
     kind = "unflatten"
     shown = "none"
+    image = True  # its NNX layer gives channels-last activations
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape))
