@@ -23,17 +23,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .graph import OPS, Graph, Method, Node, Ref
+from .graph import Graph, Method, Node, Ref, normalize_args
 from .layers import Activation, Dropout, Flatten, GaussianHead, LastStep, Linear, SpecError, TiedLinear, Unflatten
 from .spec import ModelSpec
 
 
-def _op(layer, shape) -> tuple[str, dict] | None:
-    """A layer without state as the graph op it computes (named models: functional code)."""
-    if isinstance(layer, Activation) and layer.name in OPS:
+def _op(layer) -> tuple[str, dict] | None:
+    """A layer without state as the graph op it computes (named models: functional code); None: it has no
+    functional form (RepeatSteps, the corruptions)."""
+    if isinstance(layer, Activation):  # relu, tanh, sigmoid, gelu (exact, the op's default), identity
         return layer.name, {}
-    if isinstance(layer, Activation) and layer.name == "gelu":
-        return "gelu", {"approximate": "none"}
     if isinstance(layer, Flatten):
         return "flatten", {"start_dim": 1, "end_dim": -1}
     if isinstance(layer, Unflatten):
@@ -59,14 +58,14 @@ class _Lowering:
                 head, extra = self.head(name, layer, h, train)
                 nodes += head
             else:
-                nodes.append(self.node(name, layer, h, shape, out_shape))
+                nodes.append(self.node(name, layer, h, out_shape))
             h, shape = Ref(nodes[-1].name), out_shape
         return nodes, h, shape, extra
 
-    def node(self, name: str, layer, h: Ref, shape, out_shape) -> Node:
-        op = _op(layer, shape) if self.spec.names and not layer.state_shapes() else None
+    def node(self, name: str, layer, h: Ref, out_shape) -> Node:
+        op = _op(layer) if self.spec.names and not layer.state_shapes() else None
         if op is not None:
-            return Node(name, op[0], name, (), {"input": h, **op[1]}, (1, *out_shape))
+            return Node(name, op[0], name, (), normalize_args(op[0], (), {"input": h, **op[1]}), (1, *out_shape))
         if self.spec.names and not layer.state_shapes():
             raise SpecError(f"{self.spec.name}: {name} ({layer}) has no functional form for a model with "
                             f"module names")
