@@ -157,6 +157,8 @@ def _add_train(sub) -> None:
     dest = train.add_mutually_exclusive_group(required=True)
     dest.add_argument("--out", help="run directory (new run)")
     dest.add_argument("--resume", metavar="DIR", help="continue the run in DIR (written by either framework)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="with --out: replace the run already in DIR (refused without it)")
     train.add_argument("--torch-impl", choices=("default", "single", "foreach", "fused"), default="default",
                        help="torch optimizer implementation")
     train.add_argument("--jax-mode", choices=("auto", "scan", "step"), default="auto",

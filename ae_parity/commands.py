@@ -88,6 +88,12 @@ def train(args) -> int:
     """``ae-parity train``: one framework, a new run (--out) or a resumed one (--resume)."""
     from .runner import load_data, train_run
 
+    from .rundir import check_out_dir
+
+    if args.overwrite and args.resume:
+        raise UsageError("--overwrite replaces the run of --out; --resume continues one: give one of them")
+    if args.out is not None:  # refused before any data is read
+        check_out_dir(args.out, overwrite=args.overwrite)
     spec, config = _resumed_config(args) if args.resume else _new_config(args)
     out = args.resume or args.out
     multihost = _start_distributed(args)
@@ -97,7 +103,8 @@ def train(args) -> int:
     kwargs = {"impl": args.torch_impl} if args.framework == "torch" else {
         "mode": args.jax_mode, "devices": args.devices or ("all" if multihost else None)}
     metrics = train_run(args.framework, spec, config, out, data=data, resume=bool(args.resume),
-                        progress=not args.no_progress, trainer_kwargs=kwargs, log=lambda m: print(m, file=sys.stderr))
+                        overwrite=args.overwrite, progress=not args.no_progress, trainer_kwargs=kwargs,
+                        log=lambda m: print(m, file=sys.stderr))
     last = metrics["epochs"][-1]
     print(f"{args.framework} {spec.name}: {last['epoch']} epochs, train loss {last['train_loss']:.6f}, "
           f"eval loss {last['eval_loss']:.6f}")

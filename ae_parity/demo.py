@@ -70,7 +70,9 @@ def run_demo(args) -> int:
     opt = config.optimizer
     print(f"\n2. training {config.epochs} epochs, batch {config.batch_size}, {opt.name} lr {opt.lr:g}, "
           f"{config.loss}, {config.dtype}, seed {config.seed} (same initial weights and batch order):")
-    runs = {fw: train_run(fw, spec, config, out / fw, data=data, log=lambda m: None) for fw in ("torch", "jax")}
+    # the demo's own output: each demo run replaces the previous one's (train --out refuses an existing run)
+    runs = {fw: train_run(fw, spec, config, out / fw, data=data, overwrite=True, log=lambda m: None)
+            for fw in ("torch", "jax")}
     head = (f"   {'epoch':>5} {'loss torch':>12} {'loss jax':>12} {'|diff|':>9} {'eval torch':>11} {'eval jax':>11}"
             f" {'time torch':>11} {'time jax':>9} {'speedup':>8}")
     print(head + "\n   " + "-" * (len(head) - 3))

@@ -13,17 +13,88 @@ resumes with ``ae-parity train --resume`` in either framework.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from ae_core import ModelSpec
+from ae_core import ModelSpec, UsageError
 from ae_core.graph import Graph
 from ae_core.files import atomic_write
 from ae_core.training import Checkpoint, TrainConfig, load_checkpoint, save_checkpoint
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.json"
+LOCK = ".lock"
+TENSORBOARD = "tensorboard"
+
+
+def check_out_dir(path, *, overwrite: bool = False) -> Path:
+    """A new run's directory, before anything is written: refused (UsageError, one line) when the path is
+    empty, is a file or sits under one, or already holds a run -- unless ``overwrite``, which removes that
+    run's files (checkpoint, metrics, TensorBoard scalars; nothing else in the folder)."""
+    if str(path).strip() == "":
+        raise UsageError("--out: the run directory is an empty path")
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise UsageError(f"--out {path}: {p} is a file, not a directory")
+    held = [name for name in (CHECKPOINT, METRICS) if (path / name).exists()]
+    if held and not overwrite:
+        raise UsageError(f"--out {path} already holds a run ({', '.join(held)}): continue it with --resume {path}, "
+                         f"or replace it with --overwrite")
+    return path
+
+
+def clear_run(path: Path) -> None:
+    """``--overwrite``: remove the run's own files (under the run's lock)."""
+    for name in (CHECKPOINT, METRICS):
+        (path / name).unlink(missing_ok=True)
+    shutil.rmtree(path / TENSORBOARD, ignore_errors=True)
+
+
+class RunLock:
+    """An advisory lock on a run directory (``.lock``, ``fcntl.flock``) held while a process writes it, so a
+    second writer is refused at once, naming the holder. The kernel drops the lock when its process dies,
+    so a lock left by a killed run is simply taken over (the file stays; its content names the last holder).
+    Where ``fcntl`` does not exist (Windows) nothing is locked."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.fd: int | None = None
+        self.created = False
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on Linux / macOS
+            return self
+        self.created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UsageError(f"{self.path} is being written by {holder}: wait for it to finish, or write "
+                             f"elsewhere") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]})\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is None:
+            return
+        if self.created and [p.name for p in self.path.iterdir()] == [LOCK]:  # failed before writing anything:
+            (self.path / LOCK).unlink()                                      # leave no trace of it
+            self.path.rmdir()
+        os.close(self.fd)  # releases the flock
+        self.fd = None
 
 
 def metrics_header(framework: str, spec: ModelSpec | Graph, config: TrainConfig, data_source: str, *,
@@ -88,4 +159,5 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         save_checkpoint(self.checkpoint, Checkpoint(self.spec, self.config, epoch, step, model_state,
                                                     optimizer_state, self.framework))
-        atomic_write(self.metrics_path, json.dumps(self.metrics, indent=1).encode())
+        # strict JSON: a NaN or inf never reaches the file (train_run refuses such an epoch before writing)
+        atomic_write(self.metrics_path, json.dumps(self.metrics, indent=1, allow_nan=False).encode())

@@ -20,16 +20,24 @@ from ae_core.graph import Graph
 from ae_core import mnist
 from ae_core.training import Checkpoint, TrainConfig
 
-from .rundir import CHECKPOINT, METRICS, RunDir  # noqa: F401 (CHECKPOINT, METRICS: re-exported)
+from .rundir import CHECKPOINT, METRICS, RunDir, RunLock, check_out_dir, clear_run  # noqa: F401 (re-exported)
 FRAMEWORKS = ("jax", "torch")
 
 
 class NonFiniteLossError(RuntimeError):
-    def __init__(self, epoch: int, step: int, global_step: int, value: float, checkpoint: Path | None):
+    def __init__(self, epoch: int, step: int, global_step: int, value: float, checkpoint: Path | None,
+                 what: str | None = None):
         self.epoch, self.step, self.global_step, self.checkpoint = epoch, step, global_step, checkpoint
         kept = f"; the last good checkpoint is kept: {checkpoint}" if checkpoint else "; no checkpoint was written"
-        super().__init__(f"non-finite loss ({value}) in epoch {epoch + 1}, step {step + 1} of the epoch "
-                         f"(global step {global_step + 1}): training stopped{kept}")
+        what = what or (f"non-finite loss ({value}) in epoch {epoch + 1}, step {step + 1} of the epoch "
+                        f"(global step {global_step + 1})")
+        super().__init__(f"{what}: training stopped{kept}")
+
+
+def _first_non_finite(state: dict) -> str | None:
+    """The name of the first tensor of a state dict holding a NaN or inf (None: every one finite)."""
+    return next((k for k, v in state.items() if np.issubdtype(np.asarray(v).dtype, np.floating)
+                 and not np.isfinite(v).all()), None)
 
 
 @dataclass
@@ -112,16 +120,41 @@ class Progress:
 
 
 def train_run(framework: str, spec: str | ModelSpec | Graph, config: TrainConfig, out_dir, *, data: Data,
-              resume: bool = False, progress: bool = False, trainer_kwargs: dict | None = None,
-              log=print) -> dict:
+              resume: bool = False, overwrite: bool = False, progress: bool = False,
+              trainer_kwargs: dict | None = None, log=print) -> dict:
     """Train (or resume) a run in ``out_dir``; return the metrics dict (also in ``out_dir/metrics.json``).
 
     With ``resume``, the checkpoint's spec, config and state are used (validated first: a checkpoint of
     another model or dtype is refused before anything is built) and training continues up to
     ``config.epochs`` epochs. ``spec`` may be a model graph (a ported torch model): the run directory then
     records the graph instead of a spec, and resumes only onto the same graph.
+
+    A new run refuses a directory that holds a run (``overwrite``: replace it), and the directory is
+    locked while the run writes it (``RunLock``: a second writer is refused, naming the first). An epoch
+    whose evaluation loss or weights are not finite is never written: training stops, the last good
+    checkpoint stays.
     """
     spec = get_model(spec)
+    if _process_index(framework) != 0:  # multi-host: process 0 alone checks, locks and writes the directory
+        return _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwargs, log)
+    if not resume:
+        check_out_dir(out_dir, overwrite=overwrite)
+    with RunLock(out_dir):
+        if overwrite and not resume:
+            clear_run(Path(out_dir))
+        return _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwargs, log)
+
+
+def _process_index(framework: str) -> int:
+    """This process's index in a multi-host JAX run (0 otherwise; torch trains on one process here)."""
+    if framework != "jax":
+        return 0
+    import jax
+
+    return jax.process_index()
+
+
+def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwargs, log) -> dict:
     run = RunDir(out_dir, framework, spec, config, data.source)
     ckpt = _resume(run, log) if resume else None
     trainer = make_trainer(framework, spec, config, data, **(trainer_kwargs or {}))
@@ -146,10 +179,17 @@ def train_run(framework: str, spec: str | ModelSpec | Graph, config: TrainConfig
                 step = int(bad[0])
                 raise NonFiniteLossError(epoch, step, trainer.step - len(losses) + step, float(losses[step]),
                                          run.checkpoint if run.checkpoint.exists() else None)
-            record = run.add_epoch(epoch + 1, losses, trainer.evaluate(), seconds)
+            eval_loss, state = trainer.evaluate(), trainer.model_state()
+            bad_state = _first_non_finite(state)
+            if not np.isfinite(eval_loss) or bad_state:
+                what = (f"weights ({bad_state})" if bad_state else f"evaluation loss ({eval_loss})")
+                raise NonFiniteLossError(epoch, len(losses) - 1, trainer.step - 1, eval_loss,
+                                         run.checkpoint if run.checkpoint.exists() else None,
+                                         what=f"non-finite {what} after epoch {epoch + 1}, its step losses finite")
+            record = run.add_epoch(epoch + 1, losses, eval_loss, seconds)
             if not writes:
                 continue
-            run.write(epoch + 1, trainer.step, trainer.model_state(), trainer.optimizer_state())
+            run.write(epoch + 1, trainer.step, state, trainer.optimizer_state())
             for tag in ("train_loss", "eval_loss", "samples_per_s"):
                 writer.add_scalar(f"{framework}/{tag}", record[tag], epoch + 1)
             bar.epoch(framework, epoch, config.epochs, len(losses), losses, seconds, config.batch_size)

@@ -81,7 +81,8 @@ def _torch_side(spec, config: TrainConfig, seeds, out: Path, data: Data, log) ->
     curves, dirs, t0 = {}, {}, time.perf_counter()
     for member in _members(seeds, config.optimizer.lr):
         path = out / member.name
-        metrics = train_run("torch", spec, member_config(config, member, "own"), path, data=data, log=log)
+        metrics = train_run("torch", spec, member_config(config, member, "own"), path, data=data, overwrite=True,
+                            log=log)  # validate's own member folders, replaced as its sweep side replaces its own
         curves[member.seed], dirs[member.seed] = [e["eval_loss"] for e in metrics["epochs"]], str(path)
         log(f"torch seed {member.seed}: {config.epochs} epochs, eval loss {curves[member.seed][-1]:.6f}")
     return {"curves": curves, "dirs": dirs, "time_s": time.perf_counter() - t0}
