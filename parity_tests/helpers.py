@@ -23,3 +23,15 @@ def assert_trees_all_close(actual: Mapping, expected: Mapping, *, atol: float = 
 
 def to_numpy_dict(sd: Mapping) -> dict[str, np.ndarray]:
     return {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)).copy() for k, v in sd.items()}
+
+
+def assert_port_agrees(report, dtype: str) -> None:
+    """A port's ``compare`` report: it passes, covers the forward, the gradients and an optimizer step, and
+    meets the bar of its dtype -- float64 forward within 1e-12, float32 judged against the float64
+    reference on every forward, gradient and step row."""
+    assert report.ok, report.table()
+    assert {"forward", "grad", "step"} <= {e.stage for e in report.entries}
+    if dtype == "float64":
+        assert max(e.max_abs for e in report.entries if e.stage == "forward") <= 1e-12, report.table()
+    else:
+        assert all(e.kind == "ref" for e in report.entries if e.stage in ("forward", "grad", "step"))

@@ -19,6 +19,8 @@ from ae_parity.compare import compare
 from ae_parity.port import certificate, port
 from ae_torch.trace import PortError, trace
 
+from helpers import assert_port_agrees
+
 enable_x64()
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -122,12 +124,7 @@ def test_an_exported_model_ports_and_agrees(cls, shape, dtype, mode):
     tm = _make(cls, dtype).train(mode == "train")
     jm = port(tm, _x(shape, dtype, 2))
     report = compare(tm, jm, _x(shape, dtype).numpy(), dtype=dtype, mode=mode)
-    assert report.ok, report.table()
-    assert {"forward", "grad", "step"} <= {e.stage for e in report.entries}
-    if dtype == "float64":
-        assert max(e.max_abs for e in report.entries if e.stage == "forward") <= 1e-12, report.table()
-    else:
-        assert all(e.kind == "ref" for e in report.entries if e.stage in ("forward", "grad", "step"))
+    assert_port_agrees(report, dtype)
 
 
 def test_torch_randn_and_rand_are_supplied_noise():
