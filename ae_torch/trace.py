@@ -370,6 +370,8 @@ def _trace_method(model, mname: str, examples: tuple, modules: dict, problems: l
         fx_error = f"{type(model).__name__}.{mname}: torch.fx cannot trace it ({type(e).__name__}: {str(e)[:200]})"
         found: list[str] = []
         method = export_method(_bound(model, mname), model, examples, modules, found)
+        if found and not found[0].startswith("torch.export"):  # exported, but with what a graph cannot hold
+            problems.append(f"{fx_error}; torch.export traced it, and its program has:")
         problems.extend(f"{fx_error}; {p}" if p.startswith("torch.export") else p for p in found)
         return method
     try:

@@ -180,7 +180,8 @@ def test_an_exported_parameter_used_outside_its_layer_is_reported_with_its_line(
                 x = x.flatten(1)
             return torch.sigmoid(F.linear(self.fc(x), self.fc.weight.t()))
 
-    with pytest.raises(PortError, match=r"test_port_export.py:\d+: .*fc.weight used outside its own layer"):
+    with pytest.raises(PortError, match=r"torch.export traced it, and its program has:\n.*test_port_export.py:\d+: "
+                                        r".*fc.weight used outside its own layer"):
         trace(TiedByHand(), torch.zeros(2, 784))
 
 
