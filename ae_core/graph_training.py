@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from .errors import UsageError
 from .graph import Graph, Method, Ref, eval_method
+from .layers import Activation
 
 GRAPH_LOSSES = ("mse", "bce")
 
@@ -62,7 +63,11 @@ def loss_output(graph: Graph, loss: str = "mse", method: str = "forward") -> Ref
                          f"its first output (of a tuple / list / dict: the first leaf) reconstructing the input")
     if loss == "bce":
         node = next((n for n in m.nodes if n.name == ref.name), None)
-        logits = None if node is None or node.op != "sigmoid" else node.kwargs.get("input")
+        logits = None
+        if node is not None and node.op == "sigmoid":
+            logits = node.kwargs.get("input")
+        elif node is not None and node.op == "module" and graph.modules[node.target] == Activation("sigmoid"):
+            logits = node.args[0]  # a lowered spec's nn.Sigmoid() module (ae_core.lowering)
         if not isinstance(logits, Ref):
             made = "an input" if node is None else f"{node.op}" + (f" ({node.target})" if node.target else "")
             raise UsageError(f"{graph.name}: loss 'bce' is computed from logits and needs the first output of "

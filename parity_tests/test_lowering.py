@@ -133,3 +133,27 @@ def test_named_modules_with_every_functional_layer_run_in_both_frameworks():
     jm.train()
     want = tm(torch.from_numpy(x), {k: torch.from_numpy(v) for k, v in noise.items()}).detach().numpy()
     np.testing.assert_allclose(np.asarray(jm(x, noise)), want, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_a_preset_trained_as_its_graph_is_the_preset_trained(framework, train):
+    """The graph file of a preset (``spec.to_graph().to_json()``, as ``train --graph`` reads it) trains as the
+    preset does: the same initial weights, batches and noise, the BCE-from-logits loss found on its final
+    ``nn.Sigmoid`` module -- float64, one epoch: the same step losses and weights to 1e-12."""
+    from ae_core.optim import OptimizerConfig
+    from ae_core.training import TrainConfig
+    from ae_parity.runner import Data, make_trainer
+
+    spec = get_spec("conv_bn")
+    x = model_inputs(spec, train.images[:100], "float64")
+    config = TrainConfig(epochs=1, batch_size=25, optimizer=OptimizerConfig("adam", lr=1e-3), dtype="float64",
+                         seed=3, loss="bce")
+    runs = []
+    for model in (spec, Graph.from_json(spec.to_graph().to_json())):
+        trainer = make_trainer(framework, model, config, Data(x, x[:50], "sample"))
+        runs.append((trainer.train_epoch(0), trainer.model_state()))
+    (losses_a, state_a), (losses_b, state_b) = runs
+    np.testing.assert_allclose(losses_b, losses_a, rtol=1e-12, atol=0)
+    assert set(state_a) == set(state_b)
+    for k in state_a:
+        np.testing.assert_allclose(state_b[k], state_a[k], rtol=0, atol=1e-12, err_msg=k)
