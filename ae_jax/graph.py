@@ -84,7 +84,7 @@ class GraphModule(nnx.Module):
                 if spec.image:
                     values.put_last(node.name, layer(values.last(x_ref), *rest))
                 elif spec.kind == "activation" and values.is_last(x_ref):  # elementwise: in either layout
-                    values.put_last(node.name, _elementwise(layer, values.last(x_ref)))
+                    values.put_last(node.name, _elementwise(layer, values.last(x_ref), spec.name == "relu"))
                 else:
                     values.put(node.name, layer(get(x_ref), *rest))
             elif GRAPH_OPS[node.op].noise in _DRAWN:  # randn_like, rand_like, randn, rand
@@ -119,6 +119,7 @@ class GraphModule(nnx.Module):
         return self.run("forward", x, *more, noise=noise, **inputs)
 
     def encode(self, x, noise=None):
+        """The code (a preset VAE's: the mean in eval mode, a sample in train mode)."""
         return self.run("encode", x, noise=noise)
 
     def decode(self, z, noise=None):
@@ -140,12 +141,10 @@ def _layout_free(node) -> bool:
         not refs(*(v for k, v in node.kwargs.items() if k != "input"))
 
 
-def _elementwise(fn, x_last, is_relu: bool | None = None):
+def _elementwise(fn, x_last, is_relu: bool):
     """``fn`` on a channels-last value; a ReLU's recorded input (``ae_jax.layers.relu_inputs``, the parity
     tools') is in torch's layout all the same."""
-    if is_relu or (is_relu is None and fn is relu):
-        return relu(x_last, recorded=to_channels_first)
-    return fn(x_last)
+    return relu(x_last, recorded=to_channels_first) if is_relu else fn(x_last)
 
 
 class _Values:

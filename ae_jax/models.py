@@ -7,8 +7,8 @@ positions as the torch modules, so the NNX path ``encoder.0.kernel`` is the torc
 ``encoder.0.weight`` (in NNX layout; see ``ae_jax/convert.py``).
 
 Images: the models take and return torch's channels-first (N, C, H, W) so both sides see the same
-arrays; inside, NNX convolutions run channels-last (N, H, W, C), XLA's native layout, the graph
-converting around each image layer (XLA folds the transposes between two of them).
+arrays; inside, NNX convolutions run channels-last (N, H, W, C), XLA's native layout, and their
+outputs stay so through the elementwise ops up to the next image layer (``ae_jax/graph.py``).
 
 Train-mode randomness (dropout masks, denoising corruption, the VAE's eps) is supplied as ``noise``
 (``{layer name: array}`` from ``ae_core.noise``, channels first), the same arrays the torch model
@@ -41,13 +41,6 @@ class Autoencoder(GraphModule):
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, dtype=jnp.float32):
         super().__init__(spec.to_graph(), rngs=rngs, dtype=dtype)
         self.spec = spec
-
-    def encode(self, x: jax.Array, noise=None) -> jax.Array:
-        """The code (for a VAE in eval mode: the mean; in train mode: a sample)."""
-        return self.run("encode", x, noise=noise)
-
-    def decode(self, z: jax.Array, noise=None) -> jax.Array:
-        return self.run("decode", z, noise=noise)
 
     def decode_logits(self, z: jax.Array, noise=None) -> jax.Array:
         """The decoder without its final Sigmoid (for BCE from logits)."""

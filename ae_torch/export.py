@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import operator
 import warnings
+from collections import Counter
 from typing import Any
 
 import torch
@@ -24,6 +25,8 @@ from torch import nn
 
 from ae_core.graph import Method, Node, Ref, normalize_args
 from ae_core.layers import SpecError
+
+from .fx_tracer import source_line
 
 _END = 2 ** 62  # aten.slice's "to the end"
 
@@ -163,9 +166,9 @@ class _Program:
     """One exported program -> one :class:`Method`, collecting problems instead of stopping at the first."""
 
     def __init__(self, model: nn.Module, ep, batch: int, modules: dict, problems: list[str]):
-        from .trace import LAYERS, MODULE_OPS, _source
+        from .trace import LAYERS, MODULE_OPS
 
-        self.layers, self.module_ops, self.source = LAYERS, MODULE_OPS, _source
+        self.layers, self.module_ops, self.source = LAYERS, MODULE_OPS, source_line
         self.model, self.ep, self.batch, self.modules, self.problems = model, ep, batch, modules, problems
         self.submodules = dict(model.named_modules())
         self.state = {s.arg.name: s.target for s in ep.graph_signature.input_specs
@@ -277,9 +280,8 @@ class _Program:
                     items.append((key, [n]))
             else:
                 items.append((None, [n]))
-        reported, calls = set(), {}
-        for _, group in items:  # how many ops each call of a parameter-free module made
-            calls[self.module_of(group[0])[0]] = calls.get(self.module_of(group[0])[0], 0) + 1
+        reported = set()
+        calls = Counter(self.module_of(group[0])[0] for _, group in items)  # ops per call of a module
         for key, group in items:
             n = group[0]
             _, path, module = self.module_of(n)

@@ -175,8 +175,7 @@ class GraphModule(nn.Module):
         """What a layer spec takes besides its activations (``LayerSpec.inputs``): its supplied noise (None:
         torch draws it), or the weight of the layer it is tied to."""
         if what == "noise":
-            value = None if noise is None else noise.get(name)
-            return None if value is None else torch.as_tensor(value)
+            return _Call(name, noise, self.training).supplied()
         if what == "tied_weight":
             return self.layers[spec.tied_to].weight
         raise TypeError(f"ae_torch does not know how to supply {what!r} to {spec}")
@@ -185,6 +184,7 @@ class GraphModule(nn.Module):
         return self.run("forward", x, *more, noise=noise, **inputs)
 
     def encode(self, x, noise=None):
+        """The code (a preset VAE's: the mean in eval mode, a sample in train mode)."""
         return self.run("encode", x, noise=noise)
 
     def decode(self, z, noise=None):

@@ -38,13 +38,6 @@ class Autoencoder(GraphModule):
         super().__init__(spec.to_graph())
         self.spec = spec
 
-    def encode(self, x: torch.Tensor, noise=None) -> torch.Tensor:
-        """The code (for a VAE in eval mode: the mean; in train mode: a sample)."""
-        return self.run("encode", x, noise=noise)
-
-    def decode(self, z: torch.Tensor, noise=None) -> torch.Tensor:
-        return self.run("decode", z, noise=noise)
-
     def decode_logits(self, z: torch.Tensor, noise=None) -> torch.Tensor:
         """The decoder without its final Sigmoid (for BCE from logits)."""
         if not self.spec.has_logits:

@@ -26,6 +26,8 @@ from ae_core import layers as L
 from ae_core.graph import Graph, Method, Node, Ref, normalize_args
 from ae_core.layers import SpecError
 
+from .fx_tracer import make_tracer, source_line
+
 
 
 class PortError(UsageError):
@@ -160,58 +162,6 @@ def _is_layer(m: nn.Module) -> bool:
     return type(m).__module__.startswith("torch.nn.") and not isinstance(m, _CONTAINERS)
 
 
-class _Tracer:
-    def __new__(cls):
-        import torch.fx as fx
-
-        class Tracer(fx.Tracer):
-            def __init__(self):
-                super().__init__(autowrap_functions=())
-                self.record_stack_traces = True
-
-            def trace(self, root, concrete_args=None):
-                # torch.randn(x.size(0), 20) / torch.rand(...): factories whose only traced arguments are sizes,
-                # which fx does not intercept; recorded as calls while tracing (torch itself is restored after)
-                originals = {name: getattr(torch, name) for name in ("randn", "rand")}
-
-                def recorded(fn):
-                    def call(*args, **kwargs):  # a draw is a node even of constant sizes (refused: no batch)
-                        return self.create_proxy("call_function", fn, args, kwargs)
-                    return call
-
-                try:
-                    for name, fn in originals.items():
-                        setattr(torch, name, recorded(fn))
-                    return super().trace(root, concrete_args)
-                finally:
-                    for name, fn in originals.items():
-                        setattr(torch, name, fn)
-
-            def is_leaf_module(self, m, qualname):
-                # known layers stop the tracing; anything else (Sequential, user blocks, unknown modules with
-                # parameters of their own) is traced through -- an unknown module's own parameters then show
-                # as get_attr nodes, reported as unsupported
-                return _is_layer(m)
-
-        return Tracer()
-
-
-def _source(node) -> str:
-    """``file:line`` of the user's code behind an fx node: the innermost frame of its stack trace outside
-    torch itself."""
-    import os
-
-    torch_dir = os.path.dirname(torch.__file__)
-    frames = []
-    for ln in (node.meta.get("stack_trace") or "").splitlines():
-        ln = ln.strip()
-        if ln.startswith("File "):
-            path, _, rest = ln[5:].partition(", line ")
-            frames.append((path.strip('"'), rest.split(",")[0]))
-    user = [f for f in frames if not f[0].startswith(torch_dir)]
-    return f"{user[-1][0]}:{user[-1][1]}" if user else ""
-
-
 class _Converter:
     """One traced method -> a :class:`Method`, collecting problems instead of stopping at the first."""
 
@@ -267,7 +217,7 @@ class _Converter:
         raise SpecError(f"an argument of type {type(v).__name__} ({v!r})")
 
     def node(self, n) -> Node | None:
-        source = _source(n)
+        source = source_line(n)
         where = source or n.name
         meta = n.meta.get("tensor_meta")
         shape = tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
@@ -359,7 +309,7 @@ def _trace_method(model, mname: str, examples: tuple, modules: dict, problems: l
     import torch.fx as fx
     from torch.fx.passes.shape_prop import ShapeProp
 
-    tracer = _Tracer()
+    tracer = make_tracer(_is_layer)
     # the arguments after the examples keep their defaults (forward(x, noise=None)): fixed while tracing
     concrete = {p.name: p.default for p in _method_args(getattr(type(model), mname))[1 + len(examples):]}
     try:

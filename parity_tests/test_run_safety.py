@@ -70,8 +70,8 @@ def test_a_second_writer_is_refused_naming_the_first_and_a_killed_ones_lock_is_t
     assert (tmp_path / LOCK).exists()  # left behind by the killed holder: the kernel released its lock
     train_run("torch", "mlp16", TrainConfig(epochs=1, **CONFIG), tmp_path, data=data, **QUIET)
     assert load_checkpoint(tmp_path / CHECKPOINT).epoch == 1
-    with RunLock(tmp_path):  # and the run let go of it when it finished
-        pass
+    with RunLock(tmp_path) as lock:  # and the run let go of it when it finished
+        assert lock.fd is not None
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
