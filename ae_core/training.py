@@ -31,6 +31,8 @@ from .weights import CheckpointError, StateDictError, check_state_dict, load_saf
 # KL(q(z|x) || N(0, I)) summed over the latent dimensions (the pytorch/examples VAE divided by the batch).
 LOSSES = ("mse", "bce", "vae")
 CHECKPOINT_FORMAT = "ae-parity/checkpoint-v1"
+HISTORY_LOSSES = "run.step_losses"  # the history's step losses, float64, in a checkpoint written by a run
+MAX_COUNT = 2 ** 53  # epochs and steps beyond this are not counts a run reaches (nor exact as float64)
 
 
 def default_loss(spec: ModelSpec | Graph) -> str:
@@ -155,6 +157,13 @@ class Checkpoint:
     optim: dict[str, np.ndarray]
     framework: str
     extra: dict[str, str] = field(default_factory=dict)
+    # the run it belongs to (``ae_parity.rundir``), so that the checkpoint alone holds the whole run:
+    # data: what it trained on ({"source", "limit", "train_examples", "eval_examples", "train_sha256"});
+    # history: the epoch records of metrics.json up to ``epoch``, each with its "step_losses";
+    # run: the rest of metrics.json's header (e.g. a sweep member's {"sweep": {...}})
+    data: dict | None = None
+    history: list[dict] | None = None
+    run: dict | None = None
 
 
 def save_checkpoint(path, ckpt: Checkpoint) -> Path:
@@ -174,7 +183,34 @@ def save_checkpoint(path, ckpt: Checkpoint) -> Path:
                        f"batch_size={ckpt.config.batch_size}) for e >= {ckpt.epoch}",
         **{f"extra.{k}": v for k, v in ckpt.extra.items()},
     }
+    for key in ("data", "run"):
+        if getattr(ckpt, key) is not None:
+            meta[key] = json.dumps(getattr(ckpt, key), sort_keys=True, allow_nan=False)
+    if ckpt.history is not None:  # the step losses as one tensor, the rest of each record as metadata
+        meta["history"] = json.dumps([{k: v for k, v in r.items() if k != "step_losses"} for r in ckpt.history],
+                                     allow_nan=False)
+        tensors[HISTORY_LOSSES] = np.array([x for r in ckpt.history for x in r["step_losses"]], np.float64)
     return save_safetensors(path, tensors, meta)
+
+
+def _history(meta: dict, tensors: dict, epoch: int, step: int) -> list[dict] | None:
+    """The epoch records a checkpoint holds (None: written without them), checked against its epoch and
+    step; a ValueError names what does not add up."""
+    if "history" not in meta:
+        return None
+    records, losses = json.loads(meta["history"]), tensors.pop(HISTORY_LOSSES, None)
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ValueError("history is not a list of epoch records")
+    if [r.get("epoch") for r in records] != list(range(1, epoch + 1)):
+        raise ValueError(f"history holds epochs {[r.get('epoch') for r in records]}, not 1..{epoch}")
+    steps = [r.get("steps") for r in records]
+    if not all(isinstance(n, int) and n > 0 for n in steps) or sum(steps) != step:
+        raise ValueError(f"history's steps per epoch {steps} do not add up to the checkpoint's {step} steps")
+    if losses is None or losses.shape != (step,) or not np.isfinite(losses).all():
+        raise ValueError(f"history's step losses are {'missing' if losses is None else losses.shape}, "
+                         f"not {step} finite values")
+    ends = np.cumsum(steps)
+    return [{**r, "step_losses": losses[end - n:end].tolist()} for r, n, end in zip(records, steps, ends)]
 
 
 def _described(model: ModelSpec | Graph) -> str:
@@ -191,8 +227,16 @@ def load_checkpoint(path, *, spec: ModelSpec | Graph | None = None, dtype: str |
         saved_spec = Graph.from_json(meta["graph"]) if "graph" in meta else ModelSpec.from_json(meta["spec"])
         config = TrainConfig.from_json(meta["config"])
         epoch, step = int(meta["epoch"]), int(meta["step"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint metadata ({e})") from None
+        if not (0 <= epoch < MAX_COUNT and 0 <= step < MAX_COUNT):
+            raise ValueError(f"epoch {meta['epoch']} and step {meta['step']} must be counts below 2**53")
+        data, run = (json.loads(meta[k]) if k in meta else None for k in ("data", "run"))
+        if not all(v is None or isinstance(v, dict) for v in (data, run)):
+            raise ValueError("data and run must be JSON objects")
+        history = _history(meta, tensors, epoch, step)
+    except KeyError as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint metadata (no key {e})") from None
+    except (ValueError, TypeError, AttributeError, RecursionError) as e:  # crafted or damaged metadata
+        raise CheckpointError(f"{path}: unreadable checkpoint metadata ({type(e).__name__}: {e})") from None
     problems = []
     if spec is not None and (type(saved_spec) is not type(spec) or not saved_spec.same_architecture(spec)):
         same_kind = type(saved_spec) is type(spec)
@@ -217,4 +261,5 @@ def load_checkpoint(path, *, spec: ModelSpec | Graph | None = None, dtype: str |
     if any(v.dtype.name != config.dtype for k, v in (*model.items(), *optim.items()) if k not in ints):
         raise CheckpointError(f"{path}: tensors are not all {config.dtype}")
     extra = {k[len("extra."):]: v for k, v in meta.items() if k.startswith("extra.")}
-    return Checkpoint(saved_spec, config, epoch, step, model, optim, meta.get("framework", "?"), extra)
+    return Checkpoint(saved_spec, config, epoch, step, model, optim, meta.get("framework", "?"), extra, data, history,
+                      run)

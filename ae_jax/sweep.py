@@ -53,8 +53,16 @@ class Member:
 
     @property
     def name(self) -> str:
-        """A folder-safe name, e.g. ``seed3-lr0.001``."""
-        return f"seed{self.seed}-lr{self.lr:g}"
+        """A folder-safe name, e.g. ``seed3-lr0.001``: the learning rate as ``:g`` writes it where that is the
+        exact value, else its shortest exact form (``repr``), so that two learning rates give two names
+        however close they are."""
+        return f"seed{self.seed}-lr{lr_text(self.lr)}"
+
+
+def lr_text(lr: float) -> str:
+    """``1e-3`` -> "0.001", ``10.0`` -> "10", ``0.0010001`` -> "0.0010001": short, and exact."""
+    short = f"{lr:g}"
+    return short if float(short) == lr else repr(float(lr))
 
 
 def grid(seeds, lrs) -> list[Member]:

@@ -153,7 +153,8 @@ def _add_train(sub) -> None:
     train.add_argument("--framework", choices=("jax", "torch"), default="jax")
     _model_args(train, resumable=True)
     train.add_argument("--epochs", type=_positive(int), default=None, help="total epochs (default 10)")
-    train.add_argument("--limit", type=_positive(int), default=None, help="train on the first N examples only")
+    train.add_argument("--limit", type=_positive(int), default=None,
+                       help="train on the first N examples only (--resume: the run's, recorded in its checkpoint)")
     dest = train.add_mutually_exclusive_group(required=True)
     dest.add_argument("--out", help="run directory (new run)")
     dest.add_argument("--resume", metavar="DIR", help="continue the run in DIR (written by either framework)")
@@ -168,6 +169,7 @@ def _add_train(sub) -> None:
     _graph_args(train)
     _scale_args(train)
     _data_args(train)
+    train.set_defaults(data=None)  # --resume: the run's source unless given (a new run: auto)
 
 
 def _graph_args(p):
@@ -197,6 +199,8 @@ def _add_sweep(sub) -> None:
     sweep.add_argument("--devices", type=_devices, default=None,
                        help="'all' or a count: split the models over that many devices (no communication)")
     sweep.add_argument("--out", default="runs/sweep", help="sweep directory: one run directory per model + summary.json")
+    sweep.add_argument("--overwrite", action="store_true",
+                       help="replace the sweep already in --out (refused without it)")
     _data_args(sweep)
 
 

@@ -63,6 +63,9 @@ def _resumed_config(args):
     if conflicts:
         raise UsageError(f"--resume {args.resume}: checkpoint ({CHECKPOINT_FORMAT}) conflicts with "
                          + "; ".join(conflicts))
+    trained = ckpt.data or {}  # the run's data: honoured unless given (then checked against it, runner)
+    args.data = args.data or trained.get("source") or "auto"
+    args.limit = args.limit if args.limit is not None else trained.get("limit")
     config = TrainConfig(epochs=args.epochs or saved.epochs, batch_size=saved.batch_size, optimizer=saved.optimizer,
                          loss=saved.loss, seed=saved.seed, dtype=saved.dtype)
     return ckpt.spec, config
@@ -95,6 +98,7 @@ def train(args) -> int:
     if args.out is not None:  # refused before any data is read
         check_out_dir(args.out, overwrite=args.overwrite)
     spec, config = _resumed_config(args) if args.resume else _new_config(args)
+    args.data = args.data or "auto"
     out = args.resume or args.out
     multihost = _start_distributed(args)
     if args.framework == "torch" and args.devices is not None:
@@ -122,16 +126,17 @@ def sweep(args) -> int:
     from ae_jax.sweep import grid
 
     from .runner import load_data
-    from .sweep import format_summary, sweep_run
+    from .sweep import check_sweep_dir, format_summary, sweep_run
 
     spec = get_spec(args.preset)
     members = grid(args.seeds, args.lr)
+    check_sweep_dir(args.out, args.overwrite)  # before any data is read
     opt = optimizer_config(argparse.Namespace(**{**vars(args), "lr": args.lr[0]}))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
                          loss=args.loss or default_loss(spec), seed=args.data_seed, dtype=args.dtype)
     data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
     summary = sweep_run(spec, config, members, args.out, data=data, batch_order=args.batch_order,
-                        devices=args.devices, log=lambda m: print(m, file=sys.stderr))
+                        devices=args.devices, overwrite=args.overwrite, log=lambda m: print(m, file=sys.stderr))
     print(format_summary(summary))
     print(f"wrote {args.out}/summary.json and one run directory per model")
     return 0 if summary["best"] is not None else 1

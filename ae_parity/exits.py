@@ -4,7 +4,8 @@
 0      done; for ``parity`` / ``diagnose``: the frameworks agree
 1      the command ran and reports a problem: the port diverges or does not mirror its original,
        a data or checkpoint file is bad, a loss went non-finite, every sweep model diverged,
-       your model's code raised while the comparison ran
+       your model's code raised while the comparison ran, a file could not be read or written
+       (no space left, file too large, permission denied, a read-only file system)
 2      usage: bad arguments (argparse, or arguments that parse but cannot work together), or your
        file / class / factory / rule table cannot be loaded or built as given (:class:`UsageError`)
 3      internal failure: an unexpected exception inside ae-parity -- a bug, please report it
@@ -38,6 +39,7 @@ def one_line(exc: BaseException) -> str:
 def _reported() -> tuple[type[BaseException], ...]:
     """Runtime problems the commands report (exit 1). The JAX-side ones only if JAX was imported (a
     torch-only run never imports it)."""
+    from ae_core.files import WriteError
     from ae_core.mnist import MnistFileError, MnistUnavailableError
     from ae_core.weights import CheckpointError, StateDictError
 
@@ -45,7 +47,7 @@ def _reported() -> tuple[type[BaseException], ...]:
     from .runner import NonFiniteLossError
 
     out = [MnistFileError, MnistUnavailableError, CheckpointError, StateDictError, NonFiniteLossError,
-           PortMismatchError]
+           PortMismatchError, WriteError]
     sharding = sys.modules.get("ae_jax.sharding")
     return (*out, *((sharding.DistributedError,) if sharding is not None else ()))
 
@@ -69,6 +71,8 @@ def failure(exc: Exception, command: str) -> tuple[int, str]:
     where = user_frame(exc)
     if where is not None:  # raised in (or below) the user's own model code, while the command ran it
         return FAILED, f"{head} your code raised {one_line(exc)} (at {where})"
+    if isinstance(exc, OSError) and exc.strerror:  # the machine's, not ours: a full disk, a permission
+        return FAILED, f"{head} {exc.filename or 'a file'}: {exc.strerror}"
     return INTERNAL, (f"ae-parity {command}: internal error: {one_line(exc)} -- a bug in ae-parity, please "
                       f"report it with the command line (--debug or AE_PARITY_DEBUG=1 prints the traceback)")
 

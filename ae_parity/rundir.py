@@ -5,6 +5,7 @@
 resumes with ``ae-parity train --resume`` in either framework.
 
     metrics.json   {"framework", "preset", "spec", "config", "data", ["sweep",] "epochs": [record, ...]}
+                   "data": {"source", "limit", "train_examples", "eval_examples", "train_sha256"}
                    (a model graph's run: "model" and "graph" instead of "preset" and "spec")
                    a record: {"epoch", "steps", "train_loss", "eval_loss", "time_s", "samples_per_s",
                    "step_losses"} (JSON, indent 1)
@@ -23,8 +24,9 @@ import numpy as np
 
 from ae_core import ModelSpec, UsageError
 from ae_core.graph import Graph
-from ae_core.files import atomic_write
+from ae_core.files import atomic_write, remove_stale_temps
 from ae_core.training import Checkpoint, TrainConfig, load_checkpoint, save_checkpoint
+from ae_core.weights import CheckpointError
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.json"
@@ -59,13 +61,17 @@ def clear_run(path: Path) -> None:
 class RunLock:
     """An advisory lock on a run directory (``.lock``, ``fcntl.flock``) held while a process writes it, so a
     second writer is refused at once, naming the holder. The kernel drops the lock when its process dies,
-    so a lock left by a killed run is simply taken over (the file stays; its content names the last holder).
-    Where ``fcntl`` does not exist (Windows) nothing is locked."""
+    so a lock left by a killed run is simply taken over (the file stays; its content names the last holder),
+    and the temp files such a run left mid-write are removed (``removed``). A run inside a locked folder (a
+    sweep's member) also takes that folder's lock, shared: a member is resumed while its sweep is not
+    running, and several members at once. Where ``fcntl`` does not exist (Windows) nothing is locked."""
 
     def __init__(self, path):
         self.path = Path(path)
         self.fd: int | None = None
+        self.parent_fd: int | None = None
         self.created = False
+        self.removed: list[Path] = []
 
     def __enter__(self) -> "RunLock":
         try:
@@ -74,20 +80,37 @@ class RunLock:
             return self
         self.created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = self._take(self.path / LOCK, fcntl.LOCK_EX)
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"process {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]})\n".encode())
+        if (self.path.parent / LOCK).exists():  # a sweep's member: the sweep (its folder's lock) is not running
+            try:
+                self.parent_fd = self._take(self.path.parent / LOCK, fcntl.LOCK_SH)
+            except BaseException:
+                self.__exit__()
+                raise
+        # a writer killed mid-write left its temp file; nobody else writes here now
+        self.removed = remove_stale_temps(self.path)
+        return self
+
+    @staticmethod
+    def _take(lock: Path, mode: int) -> int:
+        import fcntl
+
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise UsageError(f"{self.path} is being written by {holder}: wait for it to finish, or write "
+            raise UsageError(f"{lock.parent} is being written by {holder}: wait for it to finish, or write "
                              f"elsewhere") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]})\n".encode())
-        self.fd = fd
-        return self
+        return fd
 
     def __exit__(self, *exc) -> None:
+        if self.parent_fd is not None:
+            os.close(self.parent_fd)
+            self.parent_fd = None
         if self.fd is None:
             return
         if self.created and [p.name for p in self.path.iterdir()] == [LOCK]:  # failed before writing anything:
@@ -97,12 +120,13 @@ class RunLock:
         self.fd = None
 
 
-def metrics_header(framework: str, spec: ModelSpec | Graph, config: TrainConfig, data_source: str, *,
+def metrics_header(framework: str, spec: ModelSpec | Graph, config: TrainConfig, data: dict, *,
                    sweep: dict | None = None) -> dict:
-    """A run's metrics before its first epoch: what was trained, on what, and an empty epoch list."""
+    """A run's metrics before its first epoch: what was trained, on what (``Data.settings()``), and an empty
+    epoch list."""
     model = ({"model": spec.name, "graph": json.loads(spec.to_json())} if isinstance(spec, Graph)
              else {"preset": spec.name, "spec": json.loads(spec.to_json())})
-    metrics = {"framework": framework, **model, "config": json.loads(config.to_json()), "data": data_source}
+    metrics = {"framework": framework, **model, "config": json.loads(config.to_json()), "data": data}
     if sweep is not None:
         metrics["sweep"] = sweep
     metrics["epochs"] = []
@@ -117,14 +141,46 @@ def epoch_record(epoch: int, losses: np.ndarray, eval_loss: float, seconds: floa
             "step_losses": losses.tolist()}
 
 
-class RunDir:
-    """The run directory ``path`` of one model: its metrics (in memory, written with every checkpoint)."""
+def read_metrics(path: Path) -> tuple[list[dict] | None, str | None]:
+    """``(epoch records, None)`` from a metrics.json, or ``(None, what is wrong with it)``."""
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, "is missing"
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"cannot be read ({e})"
+    except ValueError as e:
+        return None, f"is not valid JSON ({e})"
+    epochs = metrics.get("epochs") if isinstance(metrics, dict) else None
+    if not isinstance(epochs, list) or not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in epochs):
+        return None, "holds no list of epoch records"
+    return epochs, None
 
-    def __init__(self, path, framework: str, spec: ModelSpec | Graph, config: TrainConfig, data_source: str, *,
+
+def _disagreement(saved: list[dict], history: list[dict]) -> str | None:
+    if saved == history:
+        return None
+    have = [r["epoch"] for r in saved]
+    if have == [r["epoch"] for r in history]:
+        return "differs from the checkpoint's records of the same epochs"
+    return (f"holds epochs {have[0]}-{have[-1]}" if have else "holds no epochs") + \
+        f", the checkpoint {len(history)} (a crash between the two writes?)"
+
+
+class RunDir:
+    """The run directory ``path`` of one model: its metrics (in memory, written with every checkpoint).
+
+    The checkpoint is the run's commit point: it holds the epoch records too (``Checkpoint.history``), and
+    metrics.json is their copy, written after it. So a crash at any instant leaves the checkpoint of epoch N
+    and a metrics.json of epoch N or N - 1; resuming rebuilds a metrics.json that disagrees with the
+    checkpoint (missing, truncated, not JSON, a crash between the two renames) from it, in one line."""
+
+    def __init__(self, path, framework: str, spec: ModelSpec | Graph, config: TrainConfig, data: dict, *,
                  sweep: dict | None = None):
         self.path = Path(path)
-        self.framework, self.spec, self.config = framework, spec, config
-        self.metrics = metrics_header(framework, spec, config, data_source, sweep=sweep)
+        self.framework, self.spec, self.config, self.data = framework, spec, config, data
+        self.sweep = sweep
+        self.metrics = metrics_header(framework, spec, config, data, sweep=sweep)
 
     @property
     def checkpoint(self) -> Path:
@@ -142,11 +198,24 @@ class RunDir:
         """The checkpoint, validated against this run's spec and dtype."""
         return load_checkpoint(self.checkpoint, spec=self.spec, dtype=self.config.dtype)
 
-    def keep_epochs(self, upto: int) -> None:
-        """Resume: take the epoch records already in metrics.json, up to epoch ``upto`` (the checkpoint's)."""
-        if self.metrics_path.exists():
-            saved = json.loads(self.metrics_path.read_text())["epochs"]
-            self.metrics["epochs"] = [e for e in saved if e["epoch"] <= upto]
+    def resume_epochs(self, ckpt: Checkpoint, log=print) -> None:
+        """Resume: the epoch records up to the checkpoint's epoch, from the checkpoint; a metrics.json that
+        disagrees is rewritten from them (saying so). A checkpoint written without records (by an older
+        ae-parity) takes them from metrics.json, or is refused in one line when that is unreadable."""
+        saved, problem = read_metrics(self.metrics_path)
+        if ckpt.history is None:
+            if problem is not None:
+                raise CheckpointError(f"{self.metrics_path} {problem}, and {self.checkpoint} (written by an older "
+                                      f"ae-parity) holds no copy of the epoch records: move metrics.json away to "
+                                      f"resume with records from epoch {ckpt.epoch + 1} on")
+            self.metrics["epochs"] = [r for r in saved if r["epoch"] <= ckpt.epoch]
+            return
+        self.metrics["epochs"] = [dict(r) for r in ckpt.history]
+        problem = problem or _disagreement(saved, ckpt.history)
+        if problem is not None:
+            self.write_metrics()
+            log(f"{self.metrics_path} {problem}: rebuilt from {self.checkpoint} (epochs 1-{ckpt.epoch})"
+                if ckpt.epoch else f"{self.metrics_path} {problem}: rebuilt from {self.checkpoint}")
 
     def add_epoch(self, epoch: int, losses: np.ndarray, eval_loss: float, seconds: float) -> dict:
         """Record an epoch (counted from 1) in memory; return the record."""
@@ -155,9 +224,33 @@ class RunDir:
         return record
 
     def write(self, epoch: int, step: int, model_state: dict, optimizer_state: dict) -> None:
-        """The checkpoint after ``epoch`` epochs and ``step`` steps, then metrics.json (each atomically)."""
+        """The checkpoint after ``epoch`` epochs and ``step`` steps (holding the epoch records), then
+        metrics.json (each atomically)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.checkpoint, Checkpoint(self.spec, self.config, epoch, step, model_state,
-                                                    optimizer_state, self.framework))
+        save_checkpoint(self.checkpoint, Checkpoint(
+            self.spec, self.config, epoch, step, model_state, optimizer_state, self.framework, data=self.data,
+            history=self.epochs, run=None if self.sweep is None else {"sweep": self.sweep}))
+        self.write_metrics()
+
+    def write_metrics(self) -> None:
         # strict JSON: a NaN or inf never reaches the file (train_run refuses such an epoch before writing)
         atomic_write(self.metrics_path, json.dumps(self.metrics, indent=1, allow_nan=False).encode())
+
+
+def read_run(path) -> tuple[Checkpoint, dict, str | None]:
+    """A run directory as a reader sees it, without writing: ``(checkpoint, metrics, problem)``. The metrics
+    are metrics.json's when it agrees with the checkpoint (``problem`` None), else rebuilt from the
+    checkpoint, with what was wrong with metrics.json in ``problem``."""
+    path = Path(path)
+    ckpt = load_checkpoint(path / CHECKPOINT)
+    saved, problem = read_metrics(path / METRICS)
+    if ckpt.history is None:
+        if problem is not None:
+            raise CheckpointError(f"{path / METRICS} {problem}, and the checkpoint holds no epoch records")
+        return ckpt, json.loads((path / METRICS).read_text()), None
+    problem = problem or _disagreement(saved, ckpt.history)
+    if problem is None:
+        return ckpt, json.loads((path / METRICS).read_text()), None
+    metrics = metrics_header(ckpt.framework, ckpt.spec, ckpt.config, ckpt.data, **(ckpt.run or {}))
+    metrics["epochs"] = ckpt.history
+    return ckpt, metrics, problem

@@ -8,9 +8,10 @@ one because batch order is a function of (seed, epoch) and the whole state is in
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,25 @@ def _first_non_finite(state: dict) -> str | None:
 
 @dataclass
 class Data:
-    """Model inputs for training and evaluation, with where they came from."""
+    """Model inputs for training and evaluation, with where they came from (``limit``: the first N training
+    examples of the source were kept)."""
 
     x_train: np.ndarray
     x_eval: np.ndarray
     source: str
     labels_eval: np.ndarray | None = None
+    limit: int | None = None
+    _settings: dict | None = field(default=None, init=False, repr=False, compare=False)
+
+    def settings(self) -> dict:
+        """What a run records of its data and a resume checks: the source, the limit, the sizes and a hash
+        of the training inputs (the same files, in the same order, read the same way)."""
+        if self._settings is None:
+            digest = hashlib.sha256(np.ascontiguousarray(self.x_train).data).hexdigest()[:16]
+            self._settings = {"source": self.source, "limit": self.limit, "train_examples": len(self.x_train),
+                              "eval_examples": None if self.x_eval is None else len(self.x_eval),
+                              "train_sha256": digest}
+        return self._settings
 
 
 def load_data(spec: ModelSpec | Graph, source: str = "auto", data_dir=None, dtype: str = "float32",
@@ -61,7 +75,7 @@ def load_data(spec: ModelSpec | Graph, source: str = "auto", data_dir=None, dtyp
     train, test = mnist.load("train", source, data_dir), mnist.load("test", source, data_dir)
     images = train.images if limit is None else train.images[:limit]
     return Data(model_inputs(spec, images, dtype), model_inputs(spec, test.images, dtype), train.source,
-                test.labels)
+                test.labels, limit)
 
 
 def make_trainer(framework: str, spec, config: TrainConfig, data: Data, **kwargs):
@@ -155,7 +169,7 @@ def _process_index(framework: str) -> int:
 
 
 def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwargs, log) -> dict:
-    run = RunDir(out_dir, framework, spec, config, data.source)
+    run = RunDir(out_dir, framework, spec, config, data.settings())
     ckpt = _resume(run, log) if resume else None
     trainer = make_trainer(framework, spec, config, data, **(trainer_kwargs or {}))
     if ckpt is not None:
@@ -208,7 +222,29 @@ def _resume(run: RunDir, log) -> Checkpoint:
                          f"same optimizer, batch size, seed and loss")
     if ckpt.epoch >= config.epochs:
         raise UsageError(f"{run.checkpoint} already holds {ckpt.epoch} epochs; ask for more than that to resume")
-    run.keep_epochs(ckpt.epoch)
+    check_same_data(run.checkpoint, ckpt.data, run.data)
+    run.resume_epochs(ckpt, log)
     log(f"resuming {ckpt.framework} checkpoint {run.checkpoint} (epoch {ckpt.epoch}, step {ckpt.step}) "
         f"in {run.framework}")
     return ckpt
+
+
+def check_same_data(checkpoint: Path, trained: dict | None, given: dict) -> None:
+    """Resume: the run's data (its checkpoint's ``data``) must be this data. Other settings (another source,
+    ``--limit``, size) are a UsageError naming them; the same settings with other contents (the files
+    changed) a CheckpointError. A checkpoint that records no data settings (an older ae-parity) is not
+    checked."""
+    if trained is None:
+        return
+    keys = ("source", "limit", "train_examples", "eval_examples")
+    differ = [f"{k} {given.get(k)!r} (the run: {trained.get(k)!r})" for k in keys if trained.get(k) != given.get(k)]
+    if differ:
+        raise UsageError(f"{checkpoint}: the run trained on other data; this resume has " + ", ".join(differ)
+                         + f": resume with --data {trained.get('source')}"
+                         + (f" --limit {trained['limit']}" if trained.get("limit") else ""))
+    if trained.get("train_sha256") != given.get("train_sha256"):
+        from ae_core.weights import CheckpointError
+
+        raise CheckpointError(f"{checkpoint}: the training data have changed since the run trained on them "
+                              f"(sha256 {given.get('train_sha256')}, the run's {trained.get('train_sha256')}): "
+                              f"the same source and limit, other contents")

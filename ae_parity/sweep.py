@@ -12,32 +12,68 @@ good checkpoint; the others train on (vmapped models do not interact).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ae_core import ModelSpec, get_spec
+from ae_core import ModelSpec, UsageError, get_spec
 from ae_core.files import atomic_write
 from ae_core.training import TrainConfig
 
-from .rundir import RunDir
+from .rundir import CHECKPOINT, LOCK, METRICS, RunDir, RunLock, check_out_dir, clear_run
 from .runner import Data
 
 SUMMARY = "summary.json"
 
 
 def sweep_run(spec: str | ModelSpec, config: TrainConfig, members, out_dir, *, data: Data, batch_order: str = "own",
-              devices=None, log=print) -> dict:
-    """Train every member for ``config.epochs`` epochs; write per-member runs and ``summary.json``."""
+              devices=None, overwrite: bool = False, log=print) -> dict:
+    """Train every member for ``config.epochs`` epochs; write per-member runs and ``summary.json``.
+
+    Before anything is allocated, the memory the sweep needs is estimated and said, and a sweep that does
+    not fit is refused (:func:`check_memory`). ``out_dir`` is refused when it holds a sweep (``overwrite``:
+    replace its summary and member runs), and is locked while the sweep writes it (``RunLock``; a
+    ``train --resume`` of one member takes the same lock, shared)."""
+    spec, members = get_spec(spec), list(members)
+    out = check_sweep_dir(out_dir, overwrite)
+    check_memory(spec, config, len(members), data, batch_order, devices, log)
+    with RunLock(out):
+        if overwrite:  # the sweep there: its summary and member runs (no member is resumed now: the lock)
+            (out / SUMMARY).unlink(missing_ok=True)
+            for member in _member_runs(out):
+                clear_run(member)
+                (member / LOCK).unlink(missing_ok=True)
+                if not any(member.iterdir()):
+                    member.rmdir()
+        return _sweep(spec, config, members, out, data, batch_order, devices, log)
+
+
+def _member_runs(out: Path) -> list[Path]:
+    return sorted({p.parent for name in (CHECKPOINT, METRICS) for p in out.glob(f"*/{name}")}) if out.is_dir() else []
+
+
+def check_sweep_dir(out_dir, overwrite: bool) -> Path:
+    """The sweep's folder, refused (UsageError, one line) when unusable, or holding a sweep (a summary, or
+    member runs in its folders) unless ``overwrite``."""
+    out = check_out_dir(out_dir, overwrite=True)
+    held = [p for p in (out / SUMMARY, *(d / name for d in _member_runs(out)
+                                         for name in (CHECKPOINT, METRICS))) if p.exists()]
+    if held and not overwrite:
+        raise UsageError(f"--out {out} already holds a sweep ({held[0].relative_to(out)}"
+                         + (f" and {len(held) - 1} more" if len(held) > 1 else "")
+                         + "): replace it with --overwrite, or write elsewhere")
+    return out
+
+
+def _sweep(spec, config, members, out: Path, data: Data, batch_order, devices, log) -> dict:
     from ae_jax.sweep import SweepTrainer
 
-    spec = get_spec(spec)
-    out = Path(out_dir)
     trainer = SweepTrainer(spec, config, members, data.x_train, data.x_eval, batch_order=batch_order,
                            devices=devices)
     members = trainer.members
-    runs = [{"name": m.name, "run": RunDir(out / m.name, "jax", spec, trainer.member_config(i), data.source,
+    runs = [{"name": m.name, "run": RunDir(out / m.name, "jax", spec, trainer.member_config(i), data.settings(),
                                            sweep={"init_seed": m.seed, "lr": m.lr, "batch_order": batch_order,
                                                   "models": len(members)}),
              "status": "ok", "diverged_at": None} for i, m in enumerate(members)]
@@ -72,6 +108,8 @@ def sweep_run(spec: str | ModelSpec, config: TrainConfig, members, out_dir, *, d
 
 
 def summarize(spec, config: TrainConfig, batch_order: str, runs, epoch_times, trainer) -> dict:
+    from ae_jax.sweep import lr_text
+
     rows = []
     for run in runs:
         epochs, sweep = run["run"].epochs, run["run"].metrics["sweep"]
@@ -88,7 +126,7 @@ def summarize(spec, config: TrainConfig, batch_order: str, runs, epoch_times, tr
     for lr in dict.fromkeys(r["lr"] for r in rows):
         group = [r for r in rows if r["lr"] == lr]
         finals = [r["eval_loss"] for r in group if r["status"] == "ok"]
-        by_lr[f"{lr:g}"] = {"lr": lr, "models": len(group), "diverged": len(group) - len(finals),
+        by_lr[lr_text(lr)] = {"lr": lr, "models": len(group), "diverged": len(group) - len(finals),
                             "mean_eval_loss": float(np.mean(finals)) if finals else None,
                             "std_eval_loss": float(np.std(finals)) if finals else None}
     complete = [v for v in by_lr.values() if v["diverged"] == 0]
@@ -126,3 +164,90 @@ def format_summary(summary: dict) -> str:
     lines.append(f"best model: {summary['best']}" + (f"; best learning rate (mean over seeds): {summary['best_lr']:g}"
                                                     if summary["best_lr"] is not None else ""))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ memory, before it is used ----
+GB = 1e9
+
+
+def memory_estimate(spec: ModelSpec, config: TrainConfig, models: int, n_train: int, n_eval: int,
+                    batch_order: str = "own") -> dict:
+    """What a sweep of ``models`` models allocates, in bytes, by part (before anything is built): per model
+    its weights and buffers, optimizer slots, gradients, the activations of one step (kept for the backward
+    pass, and their cotangents), its epoch's batch indices and noise, and the host copies made while it is
+    initialised and written; shared, the data. ``per_model`` and ``shared`` sum them."""
+    b = np.dtype(config.dtype).itemsize
+    params = sum(int(np.prod(s)) for s in spec.param_shapes().values())
+    state = sum(int(np.prod(s)) for s in spec.state_shapes().values()) - params
+    slots = len(config.optimizer.state_slots)
+    nodes = spec.to_graph().methods["forward"].nodes
+    activations = sum(int(np.prod(n.shape[1:])) for n in nodes if n.shape)  # per example
+    noise = sum(int(np.prod(shape)) for _, shape, _ in spec.noise_shapes().values())  # per example
+    inputs = n_train * (4 + noise * b)  # an epoch's batch indices (int32) and noise
+    per_model = {"weights and buffers": (params + state) * b, "optimizer state": slots * params * b,
+                 "gradients": params * b, "activations": 2 * config.batch_size * activations * b,
+                 "epoch inputs": inputs if batch_order == "own" else 0,
+                 "host copies": (3 * (params + state) + slots * params) * b}
+    pixels = int(np.prod(spec.to_graph().input_shape))
+    shared = {"data": (n_train + n_eval) * pixels * b, "epoch inputs": inputs if batch_order == "shared" else 0}
+    return {"per_model": sum(per_model.values()), "shared": sum(shared.values()), "models": models,
+            "total": models * sum(per_model.values()) + sum(shared.values()),
+            "parts": {k: models * v for k, v in per_model.items()} | {f"{k} (shared)": v for k, v in shared.items() if v}}
+
+
+def _meminfo_available() -> int | None:
+    """Linux's MemAvailable, capped by the cgroup's (a container's) memory limit; None if unknown."""
+    out = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                out.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            out.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    if not out:
+        try:
+            out.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return min(out)
+
+
+def available_memory(devices=None) -> tuple[int | None, str]:
+    """``(bytes, where)``: the memory a sweep can use -- the host's when JAX computes on the CPU, else what is
+    free on the accelerators it uses (``bytes_limit - bytes_in_use`` of each)."""
+    import jax
+
+    from ae_jax import sharding
+
+    used = list(sharding.data_mesh(devices).devices.flat) if devices is not None else jax.devices()[:1]
+    if used[0].platform == "cpu":
+        return _meminfo_available(), "host memory available"
+    stats = [d.memory_stats() or {} for d in used]
+    if not all("bytes_limit" in s for s in stats):
+        return None, f"{used[0].platform} memory"
+    free = sum(s["bytes_limit"] - s.get("bytes_in_use", 0) for s in stats)
+    return free, f"free on {len(used)} {used[0].platform} device(s)"
+
+
+def check_memory(spec: ModelSpec, config: TrainConfig, models: int, data: Data, batch_order: str, devices=None,
+                 log=print) -> dict:
+    """Estimate the sweep's memory and say it; refuse (UsageError, with the estimate and how many models
+    fit) when it exceeds what is available."""
+    est = memory_estimate(spec, config, models, len(data.x_train), 0 if data.x_eval is None else len(data.x_eval),
+                          batch_order)
+    free, where = available_memory(devices)
+    line = f"{models} models of {spec.name} ({config.dtype}, batch {config.batch_size}) need about {est['total'] / GB:.3g} GB"
+    if free is not None and est["total"] > free:
+        fit = max(0, int((free - est["shared"]) // est["per_model"]))
+        largest = max(est["parts"].items(), key=lambda kv: kv[1])
+        raise UsageError(f"sweep: {line}, more than the {free / GB:.3g} GB {where} (the largest part: {largest[0]}, "
+                         f"{largest[1] / GB:.3g} GB): at most {fit} such models fit; sweep fewer seeds or "
+                         f"learning rates")
+    log(f"sweep: {line}" + (f" of the {free / GB:.3g} GB {where}" if free is not None else ""))
+    return est

@@ -61,7 +61,8 @@ def _members(seeds, lr: float):
 def _jax_side(spec, config: TrainConfig, seeds, out: Path, data: Data, lr: float, log) -> dict:
     """All seeds as one vmapped JAX sweep; {seed: per-epoch eval losses}."""
     t0 = time.perf_counter()
-    summary = sweep_run(spec, config, _members(seeds, lr), out, data=data, batch_order="own", log=log)
+    summary = sweep_run(spec, config, _members(seeds, lr), out, data=data, batch_order="own", overwrite=True,
+                        log=log)
     seconds = time.perf_counter() - t0
     curves = {}
     for row in summary["members"]:
