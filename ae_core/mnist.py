@@ -164,6 +164,10 @@ def raw_dir(data_dir: os.PathLike | str, source: str) -> Path:
 
 
 def _complete(raw: Path) -> bool:
+    """Whether every file is there; an entry that is there but no file (a folder in its place) is refused."""
+    for name in (name for names in FILES.values() for name in names):
+        if (raw / name).exists() and not (raw / name).is_file():
+            raise MnistFileError(raw / name, "is not a file (a folder in place of an MNIST IDX file?): remove it")
     return all((raw / name).is_file() for names in FILES.values() for name in names)
 
 

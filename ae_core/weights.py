@@ -35,6 +35,9 @@ class CheckpointError(ValueError):
 def to_numpy(value: Any) -> np.ndarray:
     """numpy view of a numpy array, a torch tensor or a JAX array, without importing either framework."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor
+        if getattr(value, "is_meta", False):
+            raise TypeError("a meta-device tensor holds no values (a model built on device 'meta', or with "
+                            "init_empty_weights, needs real weights first)")
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":
             raise TypeError("bfloat16 torch tensors have no numpy dtype; cast to float32 first")
@@ -102,14 +105,41 @@ class Fit(NamedTuple):
     unexpected: list[str]  # the state dict's names (after renaming) the model lacks
 
 
+def _value_problem(arr: np.ndarray, counter: bool, dtype: str | None) -> str | None:
+    """What is wrong with the values of a tensor that fits by name, shape and dtype kind: non-finite floats,
+    values the model's dtype (``dtype``) cannot hold, a negative counter."""
+    if arr.size == 0:
+        return None
+    if counter:
+        low, high = int(arr.min()), int(arr.max())
+        limit = np.iinfo(dtype).max if dtype is not None and np.dtype(dtype).kind in "iu" else None
+        if low < 0:
+            return f"holds {low}: a counter is never negative"
+        if limit is not None and high > limit:
+            return (f"holds {high}, more than the model's {dtype} holds ({limit})"
+                    + ("; JAX stores it in int32 unless jax_enable_x64 is set" if dtype == "int32" else ""))
+        return None
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        return f"holds {bad} non-finite value(s) (inf or NaN): weights of a diverged model?"
+    if dtype is not None and dtype != arr.dtype.name:
+        peak = float(np.max(np.abs(arr)))
+        limit = float(np.finfo(np.float32 if dtype == "bfloat16" else dtype).max)
+        if peak > limit:
+            return f"holds {peak:.4g}, beyond the model's {dtype} (max {limit:.4g}): it would load as inf"
+    return None
+
+
 def fit_state_dict(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, Any], *, strict: bool = True,
-                   int_keys=(), names: Names = None) -> Fit:
+                   int_keys=(), names: Names = None, dtypes: Mapping[str, str] | None = None) -> Fit:
     """Rename ``given``'s keys with ``names``, validate them against ``expected`` (the model's names and
     torch-layout shapes) and return the arrays as numpy with what is missing and unexpected.
 
     Raises one :class:`StateDictError` listing *every* problem: missing and unexpected keys (when
     ``strict``), wrong shapes, wrong dtype kinds (floats everywhere except ``int_keys``, e.g. BatchNorm's
-    ``num_batches_tracked``), values that are not arrays, keys the rename cannot map. A renamed key is
+    ``num_batches_tracked``), values that are not arrays (a meta-device tensor), keys the rename cannot map,
+    and values no model should load: inf or NaN, a negative counter, and -- with ``dtypes``, the model's
+    dtype by name -- values that dtype cannot hold (1e300 into float32, a counter of 2**40 into int32). A renamed key is
     named as the model knows it with the state dict's own name beside it, since either may be the typo.
     """
     _check_names(names)
@@ -140,6 +170,10 @@ def fit_state_dict(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, 
             problems.append(f"{label(name)}: dtype {arr.dtype} is not a floating-point dtype")
         if tuple(arr.shape) != tuple(expected[name]):
             problems.append(f"{label(name)}: shape {tuple(arr.shape)} != expected {tuple(expected[name])}")
+        elif arr.dtype.kind in ("iu" if name in int_keys else "f"):
+            wrong = _value_problem(arr, name in int_keys, (dtypes or {}).get(name))
+            if wrong:
+                problems.append(f"{label(name)}: {wrong}")
         arrays[name] = arr
     missing = [name for name in expected if name not in sources]
     if strict:
@@ -156,10 +190,11 @@ def fit_state_dict(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, 
 
 
 def check_state_dict(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, Any], *,
-                     strict: bool = True, int_keys=(), names: Names = None) -> dict[str, np.ndarray]:
+                     strict: bool = True, int_keys=(), names: Names = None,
+                     dtypes: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
     """Validate ``given`` against ``expected`` names/shapes (torch layout); return it as numpy, by the
     model's names (:func:`fit_state_dict`, which lists every problem in one :class:`StateDictError`)."""
-    return fit_state_dict(expected, given, strict=strict, int_keys=int_keys, names=names).arrays
+    return fit_state_dict(expected, given, strict=strict, int_keys=int_keys, names=names, dtypes=dtypes).arrays
 
 
 # ------------------------------------------------------------------------------------ safetensors ----

@@ -41,6 +41,7 @@ from .train import counted_jit, eval_loss, lower_counted, place_data, split_for_
 from .weights import state_dict
 
 BATCH_ORDERS = ("own", "shared")
+MAX_SEEDS = 10 ** 6  # a sweep's seeds; how many models fit is the memory estimate's to say
 MODELS_AXIS = "models"
 
 
@@ -83,8 +84,9 @@ def grid(seeds, lrs) -> list[Member]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"0-7"``, ``"0,3,5"`` or ``"0-3,10"`` -> the seeds (ranges inclusive)."""
-    seeds = []
+    """``"0-7"``, ``"0,3,5"`` or ``"0-3,10"`` -> the seeds (ranges inclusive), 0 .. 2**32 - 1, at most
+    :data:`MAX_SEEDS` of them (counted before the list is made: ``0-10000000000`` is not a list to build)."""
+    seeds: list[int] = []
     for part in (p.strip() for p in str(text).split(",")):
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m:
@@ -92,6 +94,10 @@ def parse_seeds(text: str) -> list[int]:
         lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
         if hi < lo:
             raise UsageError(f"seeds {text!r}: the range {part} is empty")
+        if hi > 2 ** 32 - 1:
+            raise UsageError(f"seeds {text!r}: {hi} is beyond the largest seed, {2 ** 32 - 1}")
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+            raise UsageError(f"seeds {text!r}: more than {MAX_SEEDS:,} models in one sweep")
         seeds.extend(range(lo, hi + 1))
     return seeds
 

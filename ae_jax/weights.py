@@ -56,7 +56,8 @@ def load_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], strict: bo
     """
     binds = bindings(model, rules)
     fit = fit_state_dict({b.name: b.torch_shape() for b in binds}, state_dict, strict=strict,
-                         int_keys={b.name for b in binds if b.rule.integer}, names=names)
+                         int_keys={b.name for b in binds if b.rule.integer}, names=names,
+                         dtypes={b.name: np.dtype(b.variable.dtype).name for b in binds})
     new_values = {}
     for b in binds:
         if b.name in fit.arrays:

@@ -51,6 +51,19 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+MAX_SEED = 2 ** 32 - 1  # numpy's, torch's and JAX's generators all take it
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a seed, an integer 0..{MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed, an integer 0..{MAX_SEED}, got {value}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -132,9 +145,9 @@ def _model_args(p, *, resumable: bool = False, sweep: bool = False):
         p.add_argument("--batch-order", choices=("own", "shared"), default="own",
                        help="own: each model the batches of its seed (equals its solo run); shared: every model "
                             "the batches of --data-seed (gathered once, faster)")
-        p.add_argument("--data-seed", type=int, default=0, help="the batch order of --batch-order shared")
+        p.add_argument("--data-seed", type=_seed, default=0, help="the batch order of --batch-order shared")
     else:
-        p.add_argument("--seed", type=int, default=d(0))
+        p.add_argument("--seed", type=_seed, default=d(0))
     p.add_argument("--dtype", choices=DTYPES, default=d("float32"))
 
 

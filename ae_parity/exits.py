@@ -30,6 +30,16 @@ def debug_wanted(args) -> bool:
     return bool(getattr(args, "debug", False)) or os.environ.get("AE_PARITY_DEBUG", "") not in ("", "0")
 
 
+def flat(text: str) -> str:
+    """A message of several lines (a list of problems) as one line: ``head: first; second``."""
+    out = ""
+    for line in (raw.strip() for raw in str(text).splitlines()):
+        if line:
+            line = line[2:] if line.startswith("- ") else line
+            out = line if not out else out + (" " if out.endswith(":") else "; ") + line
+    return out
+
+
 def one_line(exc: BaseException) -> str:
     """``Type: message`` with the message's lines joined (an exception can span lines)."""
     text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
@@ -63,11 +73,11 @@ def failure(exc: Exception, command: str) -> tuple[int, str]:
 
     head = f"ae-parity {command}: error:"
     if isinstance(exc, UsageError):
-        return USAGE, f"{head} {exc}"
+        return USAGE, f"{head} {flat(exc)}"
     if isinstance(exc, _rule_error()):  # a layer class of the user's with no rule: give it with --rules
-        return USAGE, f"{head} {exc} -- with ae-parity diagnose: --rules FILE.py:NAME"
+        return USAGE, f"{head} {flat(exc)} -- with ae-parity diagnose: --rules FILE.py:NAME"
     if isinstance(exc, _reported()):
-        return FAILED, f"{head} {exc}"
+        return FAILED, f"{head} {flat(exc)}"
     where = user_frame(exc)
     if where is not None:  # raised in (or below) the user's own model code, while the command ran it
         return FAILED, f"{head} your code raised {one_line(exc)} (at {where})"

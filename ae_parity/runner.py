@@ -220,10 +220,10 @@ def _resume(run: RunDir, log) -> Checkpoint:
             config.batch_size, config.seed, config.loss):
         raise UsageError(f"{run.checkpoint}: the run was trained with {ckpt.config.to_json()}; resuming needs the "
                          f"same optimizer, batch size, seed and loss")
+    check_same_data(run.checkpoint, ckpt.data, run.data)
+    run.resume_epochs(ckpt, log)  # a metrics.json that disagrees is rebuilt, even where nothing is left to train
     if ckpt.epoch >= config.epochs:
         raise UsageError(f"{run.checkpoint} already holds {ckpt.epoch} epochs; ask for more than that to resume")
-    check_same_data(run.checkpoint, ckpt.data, run.data)
-    run.resume_epochs(ckpt, log)
     log(f"resuming {ckpt.framework} checkpoint {run.checkpoint} (epoch {ckpt.epoch}, step {ckpt.step}) "
         f"in {run.framework}")
     return ckpt

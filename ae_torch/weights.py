@@ -53,9 +53,9 @@ def load_state_dict(model: torch.nn.Module, state_dict: Mapping[str, Any], stric
     prefixes, ``fc21.weight`` -> ``fc_mu.weight``) or a function ``str -> str``; see
     :func:`ae_core.weights.fit_state_dict`, which raises one :class:`StateDictError` listing every problem.
     """
-    arrays = check_state_dict(expected_shapes(model), state_dict, strict=strict, int_keys=int_keys(model),
-                              names=names)
     ref = dict(model.state_dict())
+    arrays = check_state_dict(expected_shapes(model), state_dict, strict=strict, int_keys=int_keys(model),
+                              names=names, dtypes={k: str(v.dtype).replace("torch.", "") for k, v in ref.items()})
     tensors = {k: torch.as_tensor(np.asarray(v)).to(dtype=ref[k].dtype, device=ref[k].device)
                for k, v in arrays.items()}
     return model.load_state_dict(tensors, strict=strict)
