@@ -137,10 +137,11 @@ def fit_state_dict(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, 
 
     Raises one :class:`StateDictError` listing *every* problem: missing and unexpected keys (when
     ``strict``), wrong shapes, wrong dtype kinds (floats everywhere except ``int_keys``, e.g. BatchNorm's
-    ``num_batches_tracked``), values that are not arrays (a meta-device tensor), keys the rename cannot map,
-    and values no model should load: inf or NaN, a negative counter, and -- with ``dtypes``, the model's
-    dtype by name -- values that dtype cannot hold (1e300 into float32, a counter of 2**40 into int32). A renamed key is
-    named as the model knows it with the state dict's own name beside it, since either may be the typo.
+    ``num_batches_tracked``), values that are not arrays (a meta-device tensor), keys the rename cannot
+    map, and values no model should load: inf or NaN, a negative counter, and -- with ``dtypes``, the
+    model's dtype by name -- values that dtype cannot hold (1e300 into float32, 2**40 into an int32
+    counter). A renamed key is named as the model knows it with the state dict's own name beside it, since
+    either may be the typo.
     """
     _check_names(names)
     if not isinstance(given, Mapping):

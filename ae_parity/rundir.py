@@ -227,9 +227,13 @@ class RunDir:
         """The checkpoint after ``epoch`` epochs and ``step`` steps (holding the epoch records), then
         metrics.json (each atomically)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        records = self.epochs  # all of them, or none (a run resumed from a checkpoint of an older ae-parity
+        complete = ([r["epoch"] for r in records] == list(range(1, epoch + 1))  # whose metrics.json has gaps)
+                    and sum(r["steps"] for r in records) == step
+                    and all(len(r["step_losses"]) == r["steps"] for r in records))
         save_checkpoint(self.checkpoint, Checkpoint(
             self.spec, self.config, epoch, step, model_state, optimizer_state, self.framework, data=self.data,
-            history=self.epochs, run=None if self.sweep is None else {"sweep": self.sweep}))
+            history=records if complete else None, run=None if self.sweep is None else {"sweep": self.sweep}))
         self.write_metrics()
 
     def write_metrics(self) -> None:

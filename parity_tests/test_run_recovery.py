@@ -147,3 +147,41 @@ def test_crafted_checkpoint_metadata_is_one_line(tmp_path, two_epochs, capsys, k
     assert cli.main(["train", "--resume", str(d), "--epochs", "3"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ae-parity train: error:") and len(err.strip().splitlines()) == 1, err
+
+
+def as_written_by_an_older_version(run_dir):
+    """The checkpoint as ae-parity wrote it before it held the run's data settings and epoch records."""
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / CHECKPOINT), "np") as f:
+        meta = {k: v for k, v in f.metadata().items() if k not in ("history", "data", "run")}
+        tensors = {k: f.get_tensor(k) for k in f.keys() if k != "run.step_losses"}
+    save_file(tensors, run_dir / CHECKPOINT, metadata=meta)
+
+
+@pytest.mark.parametrize("metrics", ["intact", "a gap", "not JSON"])
+def test_a_checkpoint_of_an_older_version_resumes(tmp_path, two_epochs, metrics):
+    """Without records in the checkpoint, metrics.json is all there is: an intact one is taken (and the
+    next checkpoint holds the records again); one with a gap still resumes (the next checkpoint then holds
+    none rather than records that do not add up); an unreadable one is refused in one line."""
+    data, run, _, after_two, reference = two_epochs
+    d = tmp_path / "run"
+    shutil.copytree(run, d)
+    as_written_by_an_older_version(d)
+    assert load_checkpoint(d / CHECKPOINT).history is None
+    good = json.loads(after_two)
+    if metrics == "a gap":
+        (d / METRICS).write_text(json.dumps(dict(good, epochs=good["epochs"][1:])))
+    elif metrics == "not JSON":
+        (d / METRICS).write_text("{")
+        with pytest.raises(CheckpointError, match="is not valid JSON .* holds no copy of the epoch records: move "
+                                                  "metrics.json away to resume with records from epoch 3 on"):
+            train_run("jax", "mlp16", TrainConfig(epochs=3, **CONFIG), d, data=data, resume=True, log=print)
+        return
+    train_run("jax", "mlp16", TrainConfig(epochs=3, **CONFIG), d, data=data, resume=True, log=print)
+    ckpt = load_checkpoint(d / CHECKPOINT)
+    assert ckpt.epoch == 3
+    if metrics == "intact":
+        same_records(ckpt.history, reference["epochs"], timed=False)
+    else:
+        assert ckpt.history is None and [r["epoch"] for r in json.loads((d / METRICS).read_text())["epochs"]] == [2, 3]
