@@ -152,3 +152,27 @@ def test_bench_command_writes_json_and_prints_markdown(data_dir, tmp_path, capsy
     assert "batch 32 (2 steps/epoch, 64 examples): scan epoch (highest)" in out
     saved = json.loads(path.read_text())
     assert saved["kind"] == "jax" and saved["n_train"] == 64 and len(saved["batches"]) == 1
+
+
+@pytest.mark.parametrize("preset", ["vae", "lstm"])
+def test_every_preset_benches_with_its_own_loss_and_inputs(data_dir, preset):
+    """The bench crashed for the VAE (it trained it on mse, which a VAE refuses) and for lstm (the tutorial
+    DataLoader feeds images, lstm eats rows): the VAE gets its ELBO, lstm's loader variant is skipped."""
+    import multiprocessing as mp
+
+    from ae_parity.bench import side_by_side
+    from ae_parity.bench.common import bench_config
+
+    spec = get_spec(preset)
+    config = bench_config(1, 32, spec)
+    assert config.loss == ("vae" if preset == "vae" else "mse")
+    assert side_by_side.has_image_loader(spec) == (preset == "vae")
+    parent, child = mp.Pipe()
+    parent.send(("epoch", "ae_torch eager (fused)", 0))
+    parent.send(("stop",))
+    side_by_side.worker(child, "torch", preset, config, "sample", data_dir, 64, side_by_side.has_image_loader(spec))
+    kind, info = parent.recv()
+    assert kind == "ready", info
+    assert ("tutorial DataLoader" in info["variants"]) == (preset == "vae")
+    kind, seconds = parent.recv()
+    assert kind == "time" and seconds > 0

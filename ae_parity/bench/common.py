@@ -19,9 +19,13 @@ from ae_core.layers import Linear
 from ae_core.training import TrainConfig
 
 
-def bench_config(epochs: int, batch_size: int) -> TrainConfig:
-    """The training config every bench variant uses: float32, Adam, ``epochs`` timed epochs + the warm-up."""
-    return TrainConfig(epochs=epochs + 1, batch_size=batch_size, optimizer=OptimizerConfig("adam"), dtype="float32")
+def bench_config(epochs: int, batch_size: int, spec=None) -> TrainConfig:
+    """The training config every bench variant uses: float32, Adam, ``epochs`` timed epochs + the warm-up,
+    and ``spec``'s own loss (the VAE's negative ELBO; mse otherwise)."""
+    from ae_core.training import default_loss
+
+    return TrainConfig(epochs=epochs + 1, batch_size=batch_size, optimizer=OptimizerConfig("adam"),
+                       loss="mse" if spec is None else default_loss(spec), dtype="float32")
 
 
 def matmul_flops_per_example(spec) -> int:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 KINDS = ("side_by_side", "jax", "sweep")
 
 # JSON keys per kind, in the order the reports have always been written ("kind" first, new for side_by_side)
-_KEYS = {"side_by_side": ("kind", "preset", "epochs_timed", "batches", "machine", "data", "n_train", "versions"),
+_KEYS = {"side_by_side": ("kind", "preset", "epochs_timed", "batches", "machine", "data", "n_train", "versions",
+                          "skipped"),
          "jax": ("kind", "preset", "n_train", "data", "epochs_timed", "machine", "batches"),
          "sweep": ("kind", "preset", "models", "n_train", "data", "epochs_timed", "run_epochs", "machine", "batches")}
 
@@ -32,6 +33,7 @@ class BenchReport:
     versions: dict | None = None
     models: int | None = None
     run_epochs: int | None = None
+    skipped: list[str] = field(default_factory=list)  # variants left out, each with why
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -91,6 +93,7 @@ def _side_by_side_markdown(report: BenchReport) -> str:
            f"process, epochs round-robin; {m['jax_devices']}, torch threads "
            f"{m['torch_threads']}, measured matmul rate {m['matmul_gflops']:.0f} GFLOP/s; "
            f"jax {versions['jax']}, torch {versions['torch']}", ""]
+    out += [f"(skipped: {why})" for why in report.skipped] + ([""] if report.skipped else [])
     for entry in report.batches:
         gemm = (f"; the model's GEMMs alone, at their shapes: {entry['gemm_only_ms']:.1f} ms, scan epoch = "
                 f"{entry['scan_vs_gemm_only']:.2f}x that" if entry["gemm_only_ms"] else "")
