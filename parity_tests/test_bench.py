@@ -87,7 +87,7 @@ def test_the_three_modes_give_one_report_type(reports, tmp_path):
         assert BenchReport.from_dict(saved).markdown() == report.markdown()
     assert "scan_vs_tutorial" in reports["side_by_side"].batches[0]  # with the tutorial loop
     assert set(reports["side_by_side"].to_dict()) == {"kind", "preset", "epochs_timed", "batches", "machine", "data",
-                                                      "n_train", "versions"}
+                                                      "n_train", "versions", "skipped"}
     assert set(reports["sweep"].to_dict()) == {"kind", "preset", "models", "n_train", "data", "epochs_timed",
                                                "run_epochs", "machine", "batches"}
     assert set(reports["jax"].to_dict()) == {"kind", "preset", "n_train", "data", "epochs_timed", "machine", "batches"}
