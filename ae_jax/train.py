@@ -181,6 +181,19 @@ def place_data(place, dtype, x_train, x_eval):
     return place(cast(x_train)), (None if x_eval is None else place(cast(x_eval)))
 
 
+def on_leaves(fn, treedef):
+    """``fn(params, rest, opt_state, *args) -> (params, rest, opt_state, out)`` as a function of the state's
+    leaves, a flat list of arrays: ``(leaves, *args) -> (leaves, out)``. jit then dispatches a list of
+    arrays, which its C++ fast path flattens, instead of NNX ``State`` pytrees, whose flattening runs in
+    Python at every call (measured at mlp9 batch 32: ~15% of a step; docs/benchmarks.md)."""
+    @functools.wraps(fn)
+    def flat(leaves, *args):
+        params, rest, opt_state, out = fn(*jax.tree.unflatten(treedef, leaves), *args)
+        return jax.tree.leaves((params, rest, opt_state)), out
+
+    return flat
+
+
 def counted_jit(counts: dict, name: str, fn, **jit_kwargs):
     """``jax.jit(fn)`` that adds 1 to ``counts[name]`` each time JAX traces it for a call, i.e. each time a
     new program is compiled (a Python side effect runs only while tracing). Public, unlike
@@ -240,9 +253,8 @@ class Trainer:
         self.dtype = jnp_dtype(config.dtype)
         self.precision = precision
         self.tx = make_optimizer(config.optimizer) if tx is None else tx
-        self.eval_graphdef, self.graphdef, self.params, self.rest = split_for_training(self.spec, config, config.seed,
-                                                                                      weights)
-        self.opt_state = self.tx.init(self.params)
+        self.eval_graphdef, self.graphdef, params, rest = split_for_training(self.spec, config, config.seed, weights)
+        self._set_state(params, rest, self.tx.init(params))
         if devices is not None and device is not None:
             raise ValueError("give either device (one device) or devices (data-parallel), not both")
         self.mesh = None if devices is None else sharding.data_mesh(devices)
@@ -251,7 +263,7 @@ class Trainer:
             sharding.check_divisible(config.batch_size, self.mesh)
             batch_sharding = sharding.leading_split(self.mesh)
             self._place = functools.partial(sharding.put, sharding=sharding.replicated(self.mesh))
-            self.params, self.rest, self.opt_state = self.place((self.params, self.rest, self.opt_state))
+            self._leaves = self.place(self._leaves)
         else:
             self._place = functools.partial(jax.device_put, device=device)
         self.x, self.x_eval = place_data(self.place, self.dtype, x_train, x_eval)
@@ -267,14 +279,51 @@ class Trainer:
         # with a mesh, results stay replicated (the next call finds its inputs where it left them)
         out = {} if self.mesh is None else {"out_shardings": sharding.replicated(self.mesh)}
         self._counts: dict = {}
-        self._step_fn = counted_jit(self._counts, "step", functools.partial(
-            train_step_indexed, *static, batch_sharding=batch_sharding), donate_argnums=(0, 1, 2), **out)
-        self._epoch_fn = counted_jit(self._counts, "epoch", functools.partial(
-            train_epoch, *static, batch_sharding=batch_sharding), donate_argnums=(0, 1, 2), **out)
+        # the compiled step and epoch take and give the state as its leaves (on_leaves), donated
+        self._step_fn = counted_jit(self._counts, "step", on_leaves(functools.partial(
+            train_step_indexed, *static, batch_sharding=batch_sharding), self._treedef), donate_argnums=(0,), **out)
+        self._epoch_fn = counted_jit(self._counts, "epoch", on_leaves(functools.partial(
+            train_epoch, *static, batch_sharding=batch_sharding), self._treedef), donate_argnums=(0,), **out)
         self._eval_fn = counted_jit(self._counts, "eval", functools.partial(eval_loss, self.eval_graphdef, self.loss),
                                     **out)
         self.eval_noise = self.place(eval_noise(self.spec, config.seed, 0 if x_eval is None else len(self.x_eval),
                                                 config.dtype))  # a graph's eval-mode randn_like draws
+
+    # -- the state: params, the rest (e.g. BatchNorm statistics) and the optimizer state, kept as leaves --
+    def _set_state(self, params, rest, opt_state) -> None:
+        self._leaves, self._treedef = jax.tree.flatten((params, rest, opt_state))
+
+    def _state(self):
+        return jax.tree.unflatten(self._treedef, self._leaves)
+
+    @property
+    def state_leaves(self) -> list:
+        """The state as the compiled step and epoch take it: a flat list of arrays (donated at each call)."""
+        return self._leaves
+
+    @state_leaves.setter
+    def state_leaves(self, leaves: list) -> None:
+        if len(leaves) != self._treedef.num_leaves:
+            raise ValueError(f"expected {self._treedef.num_leaves} state leaves, got {len(leaves)}")
+        self._leaves = list(leaves)
+
+    @property
+    def step_function(self):
+        """The compiled step: ``(state_leaves, x, batch_idx, noise, step) -> (state_leaves, loss)``, what
+        ``train_epoch(mode="step")`` calls once per batch (the bench times it bare, beside the trainer)."""
+        return self._step_fn
+
+    @property
+    def params(self) -> nnx.State:
+        return self._state()[0]
+
+    @property
+    def rest(self) -> nnx.State:
+        return self._state()[1]
+
+    @property
+    def opt_state(self):
+        return self._state()[2]
 
     def place(self, tree):
         """Host arrays (a pytree) put where this trainer keeps its state: its device, or replicated over its mesh."""
@@ -286,7 +335,7 @@ class Trainer:
         if mode not in ("scan", "step"):
             raise ValueError(f"unknown mode {mode!r}; expected 'scan' or 'step'")
         idx, noise = self.place(self.epoch_inputs(epoch))
-        args = (self.params, self.rest, self.opt_state, self.x, idx, noise)
+        args = (self._leaves, self.x, idx, noise)
         fn = self._epoch_fn if mode == "scan" else self._step_fn
         with jax.default_matmul_precision(self.precision):
             return lower_counted(self._counts, fn, *args, *(() if mode == "scan" else (self.place(np.int32(0)),)))
@@ -315,15 +364,13 @@ class Trainer:
         idx, noise = self.place(self.epoch_inputs(epoch))
         with jax.default_matmul_precision(self.precision):
             if mode == "scan":
-                self.params, self.rest, self.opt_state, losses = self._epoch_fn(
-                    self.params, self.rest, self.opt_state, self.x, idx, noise)
+                self._leaves, losses = self._epoch_fn(self._leaves, self.x, idx, noise)
             elif mode == "step":
                 out = []
                 if len(self._step_numbers) != len(idx):  # step numbers as device scalars, made once
                     self._step_numbers = [self.place(np.int32(i)) for i in range(len(idx))]
                 for step in self._step_numbers:
-                    self.params, self.rest, self.opt_state, value = self._step_fn(
-                        self.params, self.rest, self.opt_state, self.x, idx, noise, step)
+                    self._leaves, value = self._step_fn(self._leaves, self.x, idx, noise, step)
                     out.append(value)
                 losses = jnp.stack(out)
             else:
@@ -358,5 +405,5 @@ class Trainer:
         opt_state = load_optimizer_state(self.tx.init(self.params), current, self.config.optimizer, optim, step)
         load_state_dict(current, model)  # validates everything before assigning
         _, params, rest = nnx.split(current, nnx.Param, ...)
-        self.params, self.rest, self.opt_state = self.place((params, rest, opt_state))
+        self._set_state(*self.place((params, rest, opt_state)))
         self.step = step

@@ -31,11 +31,12 @@ def test_bench_small_run_reports_every_variant(reports):
     (entry,) = report.batches
     names = [r["variant"] for r in entry["results"]]
     assert names == ["tutorial DataLoader", "ae_torch eager (single)", "ae_torch eager (foreach)",
-                     "ae_torch eager (fused)", "ae_jax jit step", "ae_jax scan epoch"]
+                     "ae_torch eager (fused)", "ae_jax jit step", "ae_jax scan epoch", "ae_jax step function, bare"]
     assert entry["steps"] == 8 and all(r["steps"] == 8 and r["ms_per_epoch"] > 0 for r in entry["results"])
     best = next(r for r in entry["results"] if r["variant"] == entry["best_torch_eager"])
     assert best["vs_torch_eager"] == pytest.approx(1.0)
-    scan = entry["results"][-1]
+    scan = next(r for r in entry["results"] if r["variant"] == "ae_jax scan epoch")
+    assert entry["jit_step_vs_bare"] > 0 and "its compiled step function called bare" in report.text()
     assert scan["compile_s"] > 0 and entry["floor_ms"] > 0 and entry["gemm_only_ms"] > 0
     assert report.machine["matmul_gflops"] > 1 and report.n_train == 512 and report.data == "sample"
     table = report.markdown()
@@ -131,7 +132,7 @@ def test_the_jax_worker_computes_at_highest_and_leaves_the_process_precision_alo
         jax.config.update("jax_default_matmul_precision", before)
     kind, info = parent.recv()
     assert kind == "ready", info
-    assert info["variants"] == ["ae_jax jit step", "ae_jax scan epoch"] and info["n_train"] == 64
+    assert info["variants"] == ["ae_jax jit step", "ae_jax scan epoch", "ae_jax step function, bare"] and info["n_train"] == 64
     assert info["compile_s"] > 0 and info["gemm_only_ms"] > 0 and info["matmul_gflops"] > 0
     kind, seconds = parent.recv()
     assert kind == "time" and seconds > 0
@@ -176,3 +177,27 @@ def test_every_preset_benches_with_its_own_loss_and_inputs(data_dir, preset):
     assert ("tutorial DataLoader" in info["variants"]) == (preset == "vae")
     kind, seconds = parent.recv()
     assert kind == "time" and seconds > 0
+
+
+def test_the_bare_step_variant_computes_what_the_jit_step_computes(train):
+    """The bench's bare variant calls the jit step's own compiled function on the same inputs: after two
+    epochs its trainer holds bit for bit the state of a trainer that ran train_epoch(mode="step")."""
+    from ae_core import model_inputs
+    from ae_jax.train import Trainer
+    from ae_parity.bench.common import bench_config
+    from ae_parity.bench.side_by_side import BareSteps
+
+    spec = get_spec("conv_bn")
+    x = model_inputs(spec, train.images[:96], "float32")
+    config = bench_config(1, 32, spec)
+    plain, bare = Trainer(spec, config, x, mode="step"), BareSteps(Trainer(spec, config, x, mode="step"))
+    for epoch in range(2):
+        plain.train_epoch(epoch)
+        bare.prepare(epoch)
+        bare.train_epoch(epoch)
+    assert bare.trainer.step == plain.step
+    for part in ("model_state", "optimizer_state"):
+        a, b = getattr(plain, part)(), getattr(bare.trainer, part)()
+        assert sorted(a) == sorted(b)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)

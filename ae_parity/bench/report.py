@@ -83,6 +83,8 @@ def _side_by_side_text(report: BenchReport, entry: dict) -> str:
                     f"(scan epoch = {entry['scan_vs_gemm_only']:.2f}x that)" if entry["gemm_only_ms"] else "")
                  + (f"; {entry['scan_vs_tutorial']:.1f}x faster than the tutorial loop" if "scan_vs_tutorial" in entry
                     else ""))
+    if entry.get("jit_step_vs_bare") is not None:
+        lines.append(f"ae_jax jit step = {entry['jit_step_vs_bare']:.3f}x its compiled step function called bare")
     return "\n".join(lines)
 
 
@@ -104,6 +106,8 @@ def _side_by_side_markdown(report: BenchReport) -> str:
             comp = f"{r['compile_s']:.2f} s" if r["compile_s"] is not None else ""
             out.append(f"| {r['variant']} | {r['ms_per_epoch']:.1f} | {r['samples_per_s']:,.0f} | "
                        f"{r['vs_torch_eager']:.2f}x | {comp} |")
+        if entry.get("jit_step_vs_bare") is not None:
+            out.append(f"ae_jax jit step / its compiled function bare: {entry['jit_step_vs_bare']:.3f}x")
         out.append("")
     return "\n".join(out)
 

@@ -6,7 +6,11 @@ Variants (each trains its own copy of the same initial model along the same batc
 - ``ae_torch eager (<impl>)``: the dataset as one tensor, indexed per batch; each torch optimizer
   implementation (single-tensor, foreach, fused) is measured and the fastest is the reference;
 - ``ae_jax jit step``: one compiled train step per batch, called from Python;
-- ``ae_jax scan epoch``: the whole epoch as one compiled ``lax.scan``.
+- ``ae_jax scan epoch``: the whole epoch as one compiled ``lax.scan``;
+- ``ae_jax step function, bare``: the jit step's own compiled function called in a loop on the same
+  donated state, its epoch's inputs placed on the device before the clock starts and no loss fetched:
+  what the jit step would cost with nothing of the Trainer around it (its per-epoch batch order and
+  noise, their transfer, the losses' transfer back).
 
 Each framework lives in its own worker process, as in real use: with a torch trainer active in the
 same process on this 2-core machine, the JAX epoch measured 107-110 ms against 62-64 ms alone (not
@@ -50,7 +54,33 @@ class Result:
 
 TORCH_VARIANTS = ("tutorial DataLoader", "ae_torch eager (single)", "ae_torch eager (foreach)",
                   "ae_torch eager (fused)")
-JAX_VARIANTS = ("ae_jax jit step", "ae_jax scan epoch")
+JAX_VARIANTS = ("ae_jax jit step", "ae_jax scan epoch", "ae_jax step function, bare")
+
+
+class BareSteps:
+    """A trainer's compiled step called directly (``Trainer.step_function`` on ``Trainer.state_leaves``):
+    ``prepare(epoch)`` places the epoch's inputs (untimed), ``train_epoch(epoch)`` runs the steps."""
+
+    def __init__(self, trainer):
+        self.trainer, self.inputs = trainer, None
+
+    def prepare(self, epoch: int) -> None:
+        import numpy as np
+
+        t = self.trainer
+        idx, noise = t.place(t.epoch_inputs(epoch))
+        self.inputs = (idx, noise, [t.place(np.int32(i)) for i in range(len(idx))])
+
+    def train_epoch(self, epoch: int) -> None:
+        import jax
+
+        t, (idx, noise, steps) = self.trainer, self.inputs
+        leaves, fn, values = t.state_leaves, t.step_function, []
+        for step in steps:
+            leaves, value = fn(leaves, t.x, idx, noise, step)
+            values.append(value)
+        jax.block_until_ready(values)
+        t.state_leaves, t.step = leaves, t.step + len(steps)
 
 
 def _numerics(framework: str):
@@ -88,6 +118,7 @@ def _make_variants(framework: str, preset: str, config: TrainConfig, source: str
 
         variants["ae_jax jit step"] = (Trainer(spec, config, data.x_train), {"mode": "step"})
         variants["ae_jax scan epoch"] = (Trainer(spec, config, data.x_train), {"mode": "scan"})
+        variants["ae_jax step function, bare"] = (BareSteps(Trainer(spec, config, data.x_train, mode="step")), {})
     return spec, data, variants
 
 
@@ -119,6 +150,8 @@ def worker(conn, framework: str, preset: str, config: TrainConfig, source: str, 
                     return
                 _, name, epoch = msg
                 trainer, kwargs = variants[name]
+                if hasattr(trainer, "prepare"):
+                    trainer.prepare(epoch)
                 t = time.perf_counter()
                 trainer.train_epoch(epoch, **kwargs)
                 conn.send(("time", time.perf_counter() - t))
@@ -180,6 +213,9 @@ def _entry(spec, bs: int, med: dict[str, float], jinfo: dict, include_loader: bo
              "scan_vs_gemm_only": scan.ms_per_epoch / jinfo["gemm_only_ms"] if jinfo["gemm_only_ms"] else None}
     if include_loader:
         entry["scan_vs_tutorial"] = results["tutorial DataLoader"].ms_per_epoch / scan.ms_per_epoch
+    if "ae_jax step function, bare" in results:  # what the Trainer adds around its compiled step
+        entry["jit_step_vs_bare"] = (results["ae_jax jit step"].ms_per_epoch
+                                     / results["ae_jax step function, bare"].ms_per_epoch)
     return entry
 
 
