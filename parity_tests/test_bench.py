@@ -196,6 +196,7 @@ def test_the_bare_step_variant_computes_what_the_jit_step_computes(train):
         bare.prepare(epoch)
         bare.train_epoch(epoch)
     assert bare.trainer.step == plain.step
+    assert bare.trainer.compiled_count() == plain.compiled_count() == {"step": 1, "epoch": 0, "eval": 0}
     for part in ("model_state", "optimizer_state"):
         a, b = getattr(plain, part)(), getattr(bare.trainer, part)()
         assert sorted(a) == sorted(b)

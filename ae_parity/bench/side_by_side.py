@@ -76,9 +76,10 @@ class BareSteps:
 
         t, (idx, noise, steps) = self.trainer, self.inputs
         leaves, fn, values = t.state_leaves, t.step_function, []
-        for step in steps:
-            leaves, value = fn(leaves, t.x, idx, noise, step)
-            values.append(value)
+        with jax.default_matmul_precision(t.precision):  # the program train_epoch runs, not another one
+            for step in steps:
+                leaves, value = fn(leaves, t.x, idx, noise, step)
+                values.append(value)
         jax.block_until_ready(values)
         t.state_leaves, t.step = leaves, t.step + len(steps)
 
