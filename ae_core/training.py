@@ -193,19 +193,29 @@ def save_checkpoint(path, ckpt: Checkpoint) -> Path:
     return save_safetensors(path, tensors, meta)
 
 
+def history_problem(records, epoch: int, step: int) -> str | None:
+    """What keeps ``records`` from being a checkpoint's history after ``epoch`` epochs and ``step`` steps:
+    not epoch records, not epochs 1..epoch, steps per epoch that do not add up to ``step`` (None: fine)."""
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        return "history is not a list of epoch records"
+    if [r.get("epoch") for r in records] != list(range(1, epoch + 1)):
+        return f"history holds epochs {[r.get('epoch') for r in records]}, not 1..{epoch}"
+    steps = [r.get("steps") for r in records]
+    if not all(isinstance(n, int) and n > 0 for n in steps) or sum(steps) != step:
+        return f"history's steps per epoch {steps} do not add up to the checkpoint's {step} steps"
+    return None
+
+
 def _history(meta: dict, tensors: dict, epoch: int, step: int) -> list[dict] | None:
     """The epoch records a checkpoint holds (None: written without them), checked against its epoch and
     step; a ValueError names what does not add up."""
     if "history" not in meta:
         return None
     records, losses = json.loads(meta["history"]), tensors.pop(HISTORY_LOSSES, None)
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise ValueError("history is not a list of epoch records")
-    if [r.get("epoch") for r in records] != list(range(1, epoch + 1)):
-        raise ValueError(f"history holds epochs {[r.get('epoch') for r in records]}, not 1..{epoch}")
-    steps = [r.get("steps") for r in records]
-    if not all(isinstance(n, int) and n > 0 for n in steps) or sum(steps) != step:
-        raise ValueError(f"history's steps per epoch {steps} do not add up to the checkpoint's {step} steps")
+    problem = history_problem(records, epoch, step)
+    if problem is not None:
+        raise ValueError(problem)
+    steps = [r["steps"] for r in records]
     if losses is None or losses.shape != (step,) or not np.isfinite(losses).all():
         raise ValueError(f"history's step losses are {'missing' if losses is None else losses.shape}, "
                          f"not {step} finite values")

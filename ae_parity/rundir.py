@@ -25,7 +25,7 @@ import numpy as np
 from ae_core import ModelSpec, UsageError
 from ae_core.graph import Graph
 from ae_core.files import atomic_write, remove_stale_temps
-from ae_core.training import Checkpoint, TrainConfig, load_checkpoint, save_checkpoint
+from ae_core.training import Checkpoint, TrainConfig, history_problem, load_checkpoint, save_checkpoint
 from ae_core.weights import CheckpointError
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -141,8 +141,9 @@ def epoch_record(epoch: int, losses: np.ndarray, eval_loss: float, seconds: floa
             "step_losses": losses.tolist()}
 
 
-def read_metrics(path: Path) -> tuple[list[dict] | None, str | None]:
-    """``(epoch records, None)`` from a metrics.json, or ``(None, what is wrong with it)``."""
+def read_metrics(path: Path) -> tuple[dict | None, str | None]:
+    """``(metrics, None)`` from a metrics.json holding a list of epoch records, or ``(None, what is wrong
+    with it)``."""
     try:
         metrics = json.loads(path.read_text())
     except FileNotFoundError:
@@ -154,7 +155,22 @@ def read_metrics(path: Path) -> tuple[list[dict] | None, str | None]:
     epochs = metrics.get("epochs") if isinstance(metrics, dict) else None
     if not isinstance(epochs, list) or not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in epochs):
         return None, "holds no list of epoch records"
-    return epochs, None
+    return metrics, None
+
+
+def reconcile(path: Path, ckpt: Checkpoint) -> tuple[dict | None, list[dict], str | None]:
+    """The run directory ``path``'s metrics.json against its checkpoint ``ckpt``: ``(metrics.json as
+    saved, the run's epoch records, what is wrong with metrics.json)``. The records are the checkpoint's;
+    a checkpoint written without them (by an older ae-parity) takes metrics.json's up to its epoch, and
+    is refused in one line when that is unreadable."""
+    saved, problem = read_metrics(path / METRICS)
+    if ckpt.history is None:
+        if problem is not None:
+            raise CheckpointError(f"{path / METRICS} {problem}, and {path / CHECKPOINT} (written by an older "
+                                  f"ae-parity) holds no copy of the epoch records: move metrics.json away to "
+                                  f"resume with records from epoch {ckpt.epoch + 1} on")
+        return saved, [r for r in saved["epochs"] if r["epoch"] <= ckpt.epoch], None
+    return saved, ckpt.history, problem or _disagreement(saved["epochs"], ckpt.history)
 
 
 def _disagreement(saved: list[dict], history: list[dict]) -> str | None:
@@ -202,16 +218,8 @@ class RunDir:
         """Resume: the epoch records up to the checkpoint's epoch, from the checkpoint; a metrics.json that
         disagrees is rewritten from them (saying so). A checkpoint written without records (by an older
         ae-parity) takes them from metrics.json, or is refused in one line when that is unreadable."""
-        saved, problem = read_metrics(self.metrics_path)
-        if ckpt.history is None:
-            if problem is not None:
-                raise CheckpointError(f"{self.metrics_path} {problem}, and {self.checkpoint} (written by an older "
-                                      f"ae-parity) holds no copy of the epoch records: move metrics.json away to "
-                                      f"resume with records from epoch {ckpt.epoch + 1} on")
-            self.metrics["epochs"] = [r for r in saved if r["epoch"] <= ckpt.epoch]
-            return
-        self.metrics["epochs"] = [dict(r) for r in ckpt.history]
-        problem = problem or _disagreement(saved, ckpt.history)
+        _, epochs, problem = reconcile(self.path, ckpt)
+        self.metrics["epochs"] = [dict(r) for r in epochs]
         if problem is not None:
             self.write_metrics()
             log(f"{self.metrics_path} {problem}: rebuilt from {self.checkpoint} (epochs 1-{ckpt.epoch})"
@@ -228,8 +236,7 @@ class RunDir:
         metrics.json (each atomically)."""
         self.path.mkdir(parents=True, exist_ok=True)
         records = self.epochs  # all of them, or none (a run resumed from a checkpoint of an older ae-parity
-        complete = ([r["epoch"] for r in records] == list(range(1, epoch + 1))  # whose metrics.json has gaps)
-                    and sum(r["steps"] for r in records) == step
+        complete = (history_problem(records, epoch, step) is None  # whose metrics.json has gaps)
                     and all(len(r["step_losses"]) == r["steps"] for r in records))
         save_checkpoint(self.checkpoint, Checkpoint(
             self.spec, self.config, epoch, step, model_state, optimizer_state, self.framework, data=self.data,
@@ -247,14 +254,9 @@ def read_run(path) -> tuple[Checkpoint, dict, str | None]:
     checkpoint, with what was wrong with metrics.json in ``problem``."""
     path = Path(path)
     ckpt = load_checkpoint(path / CHECKPOINT)
-    saved, problem = read_metrics(path / METRICS)
-    if ckpt.history is None:
-        if problem is not None:
-            raise CheckpointError(f"{path / METRICS} {problem}, and the checkpoint holds no epoch records")
-        return ckpt, json.loads((path / METRICS).read_text()), None
-    problem = problem or _disagreement(saved, ckpt.history)
+    saved, epochs, problem = reconcile(path, ckpt)
     if problem is None:
-        return ckpt, json.loads((path / METRICS).read_text()), None
+        return ckpt, saved, None
     metrics = metrics_header(ckpt.framework, ckpt.spec, ckpt.config, ckpt.data, **(ckpt.run or {}))
-    metrics["epochs"] = ckpt.history
+    metrics["epochs"] = epochs
     return ckpt, metrics, problem

@@ -180,7 +180,8 @@ def memory_estimate(spec: ModelSpec, config: TrainConfig, models: int, n_train: 
     params = sum(int(np.prod(s)) for s in spec.param_shapes().values())
     state = sum(int(np.prod(s)) for s in spec.state_shapes().values()) - params
     slots = len(config.optimizer.state_slots)
-    nodes = spec.to_graph().methods["forward"].nodes
+    graph = spec.to_graph()
+    nodes = graph.methods["forward"].nodes
     activations = sum(int(np.prod(n.shape[1:])) for n in nodes if n.shape)  # per example
     noise = sum(int(np.prod(shape)) for _, shape, _ in spec.noise_shapes().values())  # per example
     inputs = n_train * (4 + noise * b)  # an epoch's batch indices (int32) and noise
@@ -188,28 +189,27 @@ def memory_estimate(spec: ModelSpec, config: TrainConfig, models: int, n_train: 
                  "gradients": params * b, "activations": 2 * config.batch_size * activations * b,
                  "epoch inputs": inputs if batch_order == "own" else 0,
                  "host copies": (3 * (params + state) + slots * params) * b}
-    pixels = int(np.prod(spec.to_graph().input_shape))
+    pixels = int(np.prod(graph.input_shape))
     shared = {"data": (n_train + n_eval) * pixels * b, "epoch inputs": inputs if batch_order == "shared" else 0}
     return {"per_model": sum(per_model.values()), "shared": sum(shared.values()), "models": models,
             "total": models * sum(per_model.values()) + sum(shared.values()),
             "parts": {k: models * v for k, v in per_model.items()} | {f"{k} (shared)": v for k, v in shared.items() if v}}
 
 
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:  # not Linux, or no cgroup v2
+        return None
+
+
 def _meminfo_available() -> int | None:
     """Linux's MemAvailable, capped by the cgroup's (a container's) memory limit; None if unknown."""
-    out = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                out.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            out.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
+    out = [int(line.split()[1]) * 1024 for line in (_read("/proc/meminfo") or "").splitlines()
+           if line.startswith("MemAvailable:")]
+    limit, current = _read("/sys/fs/cgroup/memory.max"), _read("/sys/fs/cgroup/memory.current")
+    if limit and current and limit.strip().isdigit() and current.strip().isdigit():  # "max": no limit
+        out.append(int(limit) - int(current))
     if not out:
         try:
             out.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))

@@ -78,7 +78,7 @@ def wait(pid: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-def train(data_dir, out: Path, log: Path, *more):
+def train(data_dir, log: Path, *more):
     def run():
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
@@ -115,21 +115,21 @@ def keep_crashed(d: Path) -> None:
 def recover(data_dir, d: Path, log: Path) -> int:
     """Resume a run that has a checkpoint; start one again where it has none (nothing was kept)."""
     more = ("--resume", str(d)) if (d / "checkpoint.safetensors").exists() else ("--out", str(d))
-    return wait(child(train(data_dir, d, log, "--epochs", str(EPOCHS), *more)))
+    return wait(child(train(data_dir, log, "--epochs", str(EPOCHS), *more)))
 
 
 def kills(data_dir, work: Path) -> dict:
     rng = np.random.default_rng(16)
-    pid = child(train(data_dir, work / "reference", work / "reference.log", "--epochs", str(EPOCHS),
+    pid = child(train(data_dir, work / "reference.log", "--epochs", str(EPOCHS),
                       "--out", str(work / "reference")))
     t0 = time.perf_counter()
     assert wait(pid) == 0
     lifetime = time.perf_counter() - t0
-    assert wait(child(train(data_dir, work / "base", work / "base.log", "--epochs", "1", "--out",
+    assert wait(child(train(data_dir, work / "base.log", "--epochs", "1", "--out",
                             str(work / "base")))) == 0
     shutil.copytree(work / "base", work / "timed")
     t0 = time.perf_counter()
-    assert wait(child(train(data_dir, work / "timed", work / "timed.log", "--epochs", str(EPOCHS), "--resume",
+    assert wait(child(train(data_dir, work / "timed.log", "--epochs", str(EPOCHS), "--resume",
                             str(work / "timed")))) == 0
     lifetimes = (lifetime, time.perf_counter() - t0)  # of a new run, of a resume
     runs = []
@@ -141,7 +141,7 @@ def kills(data_dir, work: Path) -> dict:
         else:
             more = ("--out", str(d))
         delay = float(rng.uniform(0.0, 0.95 * lifetimes[i % 2]))  # most land before the run ends
-        pid = child(train(data_dir, d, work / f"kill{i:02d}.log", "--epochs", str(EPOCHS), *more))
+        pid = child(train(data_dir, work / f"kill{i:02d}.log", "--epochs", str(EPOCHS), *more))
         time.sleep(delay)
         os.kill(pid, signal.SIGKILL)
         runs.append({"dir": d.name, "delay_s": delay, "status": wait(pid), "resume": bool(i % 2)})
@@ -157,7 +157,7 @@ def steps(data_dir, work: Path) -> dict:
     def reference():  # the uninterrupted run, counting its write steps
         seen: list[str] = []
         crash_before_step(None, seen)()
-        code = train(data_dir, work / "reference", work / "reference.log", "--epochs", str(EPOCHS), "--out",
+        code = train(data_dir, work / "reference.log", "--epochs", str(EPOCHS), "--out",
                      str(work / "reference"))()
         with open(count_file, "w") as f:  # io.open does not go through the patched os.open
             f.write(json.dumps(seen))
@@ -168,7 +168,7 @@ def steps(data_dir, work: Path) -> dict:
     runs = []
     for k in range(1, len(seen) + 1):
         d = work / f"step{k:02d}"
-        status = wait(child(train(data_dir, d, work / f"step{k:02d}.log", "--epochs", str(EPOCHS), "--out", str(d)),
+        status = wait(child(train(data_dir, work / f"step{k:02d}.log", "--epochs", str(EPOCHS), "--out", str(d)),
                             before=crash_before_step(k, [])))
         runs.append({"dir": d.name, "step": seen[k - 1], "status": status})
         keep_crashed(d)
@@ -179,9 +179,9 @@ def steps(data_dir, work: Path) -> dict:
 
 def limits(data_dir, work: Path) -> dict:
     out = {}
-    assert wait(child(train(data_dir, work / "reference", work / "reference.log", "--epochs", str(EPOCHS),
+    assert wait(child(train(data_dir, work / "reference.log", "--epochs", str(EPOCHS),
                             "--out", str(work / "reference")))) == 0
-    assert wait(child(train(data_dir, work / "base", work / "base.log", "--epochs", "1", "--out",
+    assert wait(child(train(data_dir, work / "base.log", "--epochs", "1", "--out",
                             str(work / "base")))) == 0
     size = (work / "base" / "checkpoint.safetensors").stat().st_size
 
@@ -201,16 +201,16 @@ def limits(data_dir, work: Path) -> dict:
     for name, fault in (("fsize", fsize), ("readonly", read_only)):
         d = work / name
         shutil.copytree(work / "base", d)
-        status = wait(child(train(data_dir, d, work / f"{name}.log", "--epochs", str(EPOCHS), "--resume", str(d)),
+        status = wait(child(train(data_dir, work / f"{name}.log", "--epochs", str(EPOCHS), "--resume", str(d)),
                             before=fault))
         keep_crashed(d)
         out[name] = {"status": status, "checkpoint_size": size}
     d = work / "concurrent"
-    first = child(train(data_dir, d, work / "concurrent.first.log", "--epochs", str(EPOCHS), "--out", str(d)))
+    first = child(train(data_dir, work / "concurrent.first.log", "--epochs", str(EPOCHS), "--out", str(d)))
     deadline = time.time() + 60
     while time.time() < deadline and not ((d / ".lock").exists() and str(first) in (d / ".lock").read_text()):
         time.sleep(0.002)
-    second = child(train(data_dir, d, work / "concurrent.second.log", "--epochs", str(EPOCHS), "--out", str(d),
+    second = child(train(data_dir, work / "concurrent.second.log", "--epochs", str(EPOCHS), "--out", str(d),
                          "--overwrite"))  # past the check for an existing run: it meets the lock
     out["concurrent"] = {"first": wait(first), "second": wait(second), "first_pid": first}
     for name in ("fsize", "readonly"):
