@@ -10,7 +10,9 @@ has started its thread pool is not safe). Each run's folder is copied as the fau
 
 MODE:
 - ``kill``: 28 runs, each ``kill -9``'d at a seeded random instant of its lifetime (half of them new runs,
-  half resumes of a 1-epoch run);
+  half resumes of a 1-epoch run). The lifetimes are measured first; a run that still ended before its
+  instant (this machine sped up) is run again with an instant drawn before that one, so every kill lands
+  whatever the machine's speed;
 - ``steps``: one run per write step (every ``os.open``, ``write``, ``fsync``, ``replace``, ``mkdir``,
   ``unlink`` ... of an uninterrupted run), the process ending (``os._exit``) just before that step;
 - ``limits``: a resume under a file-size limit smaller than a checkpoint (the kernel refuses the write:
@@ -135,16 +137,27 @@ def kills(data_dir, work: Path) -> dict:
     runs = []
     for i in range(KILLS):
         d = work / f"kill{i:02d}"
-        if i % 2:  # a resume of the 1-epoch run
-            shutil.copytree(work / "base", d)
-            more = ("--resume", str(d))
-        else:
-            more = ("--out", str(d))
-        delay = float(rng.uniform(0.0, 0.95 * lifetimes[i % 2]))  # most land before the run ends
-        pid = child(train(data_dir, work / f"kill{i:02d}.log", "--epochs", str(EPOCHS), *more))
-        time.sleep(delay)
-        os.kill(pid, signal.SIGKILL)
-        runs.append({"dir": d.name, "delay_s": delay, "status": wait(pid), "resume": bool(i % 2)})
+        limit = 0.95 * lifetimes[i % 2]
+        attempts = 0
+        while attempts < 8:  # a run that ended before its instant is drawn again, before that instant
+            attempts += 1
+            if d.exists():
+                shutil.rmtree(d)
+            if i % 2:  # a resume of the 1-epoch run
+                shutil.copytree(work / "base", d)
+                more = ("--resume", str(d))
+            else:
+                more = ("--out", str(d))
+            delay = float(rng.uniform(0.0, limit))
+            pid = child(train(data_dir, work / f"kill{i:02d}.log", "--epochs", str(EPOCHS), *more))
+            time.sleep(delay)
+            os.kill(pid, signal.SIGKILL)
+            status = wait(pid)
+            if status != 0:
+                break
+            limit = delay  # this run lived less than ``delay``: so does the next one, near enough
+        runs.append({"dir": d.name, "delay_s": delay, "status": status, "resume": bool(i % 2),
+                     "attempts": attempts})
         keep_crashed(d)
     for r in runs:
         r["recovered"] = recover(data_dir, work / r["dir"], work / f"{r['dir']}.recover.log")

@@ -1,5 +1,5 @@
 """The fault-injection suite (issue 16): ``ae-parity train`` killed with ``kill -9`` at 28 seeded random
-instants (at least 20 of them before the run ends), ended just before each of its write steps, refused by a file-size limit (EFBIG, as a full disk
+instants (every one before the run ends), ended just before each of its write steps, refused by a file-size limit (EFBIG, as a full disk
 would) and by a read-only file system, and raced by a second writer. After each fault the folder loads
 (checkpoint and metrics consistent, no metrics without a checkpoint), and recovering it -- resuming it,
 or starting again where no checkpoint was written -- gives the uninterrupted run bit for bit (float64):
@@ -86,10 +86,9 @@ def faults(data_dir, tmp_path_factory):
 def test_kill_minus_9_at_random_instants(faults):
     work, report = faults("kill")
     runs = report["runs"]
-    killed = [r for r in runs if r["status"] == -9]  # the others had finished (exit 0) when the kill came
-    assert len(runs) == 28 and len(killed) >= 20, [(r["delay_s"], r["status"]) for r in runs]
+    # each killed mid-run: one that ended before its instant was drawn again (fault_worker.kills)
+    assert len(runs) == 28 and all(r["status"] == -9 for r in runs), [(r["delay_s"], r["status"]) for r in runs]
     for run in runs:
-        assert run["status"] in (-9, 0)
         assert_recovered(work, run)
 
 
