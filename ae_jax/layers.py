@@ -27,6 +27,7 @@ from ae_core import layers as L
 from ae_core.layers import LayerSpec
 
 from .convert import HWIO, LINEAR, ParamRule, register_rules
+from .convforms import ConvForm, build_form  # noqa: F401 (ConvForm: re-exported for ports' source)
 from .modules import (BatchNorm, Embedding, GroupNorm, LayerNorm, PaddedConv, PReLU,  # noqa: F401 (re-exported:
                       TorchConvTranspose, to_channels_first, to_channels_last, torch_uniform)  # ports import them here)
 from .recurrent import GRU, LSTM, recurrent_rules
@@ -75,8 +76,8 @@ BUILDERS: dict[type, Callable] = {}
 # the names ``nnx``, ``dtype``, ``rngs`` and those of SOURCE_NAMES (from this module) in scope; a test checks
 # that it builds exactly what the builder builds.
 SOURCES: dict[type, Callable[[LayerSpec], str]] = {}
-SOURCE_NAMES = ("BatchNorm", "Embedding", "GRU", "GroupNorm", "LSTM", "LayerNorm", "PReLU", "PaddedConv",
-                "TorchConvTranspose", "torch_uniform")
+SOURCE_NAMES = ("BatchNorm", "ConvForm", "Embedding", "GRU", "GroupNorm", "LSTM", "LayerNorm", "PReLU",
+                "PaddedConv", "TorchConvTranspose", "torch_uniform")
 
 
 def builds(spec_class: type, rules: Mapping[type, tuple[ParamRule, ...]] | None = None,
@@ -262,7 +263,9 @@ def _activation(l: L.Activation, *, rngs, dtype):
 
 def _conv_call(l) -> tuple[type, str, dict]:
     """The NNX class of a Conv1d / Conv2d spec, its name in source and its own keyword arguments: nnx.Conv
-    with torch's per-side padding, PaddedConv for the other padding modes."""
+    with torch's per-side padding, PaddedConv for the other padding modes; the convolution computed in the
+    form being built (``ae_jax.convforms``; the plain form is nnx's own)."""
+    form = build_form()
     kw = {"strides": l.strides, "padding": l.pads}
     if set(l.dilations) != {1}:
         kw["kernel_dilation"] = l.dilations
@@ -271,6 +274,8 @@ def _conv_call(l) -> tuple[type, str, dict]:
     if l.padding_mode != "zeros":
         kw["padding_mode"] = l.padding_mode
     kw["use_bias"] = l.bias
+    if form.form != "plain":
+        kw["conv_general_dilated"] = form
     return (nnx.Conv, "nnx.Conv", kw) if l.padding_mode == "zeros" else (PaddedConv, "PaddedConv", kw)
 
 
@@ -295,9 +300,11 @@ builds(L.Conv1d, rules=_CONV_RULES, source=_conv_source)(_conv)
 
 
 def _conv_transpose_call(l) -> tuple[type, str, dict]:
-    """nnx.ConvTranspose where it can (groups 1, padding at most dilation * (kernel - 1)), else
-    TorchConvTranspose; both take the padding of the equivalent convolution, per side."""
-    plain = l.groups == 1 and min(lo for lo, _ in l.pads) >= 0
+    """In the plain form, nnx.ConvTranspose where it can (groups 1, padding at most dilation * (kernel - 1)),
+    else TorchConvTranspose; in the others TorchConvTranspose computing its convolution in that form. Both
+    take the padding of the equivalent convolution, per side."""
+    form = build_form()
+    plain = form.form == "plain" and l.groups == 1 and min(lo for lo, _ in l.pads) >= 0
     kw = {"strides": l.strides, "padding": l.pads}
     if set(l.dilations) != {1}:
         kw["kernel_dilation"] = l.dilations
@@ -306,6 +313,8 @@ def _conv_transpose_call(l) -> tuple[type, str, dict]:
     elif l.groups != 1:
         kw["groups"] = l.groups
     kw["use_bias"] = l.bias
+    if form.form != "plain":
+        kw["conv_general_dilated"] = form
     return (nnx.ConvTranspose, "nnx.ConvTranspose", kw) if plain else (TorchConvTranspose, "TorchConvTranspose", kw)
 
 

@@ -18,6 +18,8 @@ gets. ``model.train()`` / ``model.eval()`` switch modes as in torch (NNX sets ``
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -26,6 +28,7 @@ from ae_core import ModelSpec, check_dtype, get_spec, init_state_dict
 
 from ae_core.graph import Graph
 
+from .convforms import check_form, conv_forms
 from .graph import GraphModule
 from .numerics import jnp_dtype
 from .weights import load_state_dict
@@ -58,17 +61,25 @@ class Autoencoder(GraphModule):
 
 
 def build(name_or_spec: str | ModelSpec | Graph, *, rngs: nnx.Rngs | None = None, dtype="float32",
-          seed: int | None = None) -> Autoencoder | GraphModule:
+          seed: int | None = None, conv_form: str | None = None) -> Autoencoder | GraphModule:
     """A preset (by name), a spec or a model graph (``ae_core.graph``: a ported torch model) as an NNX
     module.
 
     ``seed=None``: drawn from ``rngs`` (default ``nnx.Rngs(0)``) with PyTorch's default distributions.
     ``seed=S``: the framework-free weights of ``ae_core.init_state_dict(spec, S)``, the very numbers
-    ``ae_torch.build(seed=S)`` gets. ``dtype="float64"`` turns on ``jax_enable_x64``.
+    ``ae_torch.build(seed=S)`` gets. ``dtype="float64"`` turns on ``jax_enable_x64``. ``conv_form``: how
+    the convolutions are computed (``ae_jax.convforms``: "auto", "plain" or "gemm"; the same numbers;
+    default: that of the enclosing ``conv_forms`` context, else "auto").
     """
     spec = name_or_spec if isinstance(name_or_spec, Graph) else get_spec(name_or_spec)
     dtype = check_dtype(dtype)
-    make = GraphModule if isinstance(spec, Graph) else Autoencoder
+    forms = contextlib.nullcontext() if conv_form is None else conv_forms(check_form(conv_form))
+    cls = GraphModule if isinstance(spec, Graph) else Autoencoder
+
+    def make(spec, **kwargs):
+        with forms:
+            return cls(spec, **kwargs)
+
     if seed is None:
         return make(spec, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=jnp_dtype(dtype))
     # The weights come from numpy: build the module abstractly (shapes only) and load them, instead of

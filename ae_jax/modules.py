@@ -205,8 +205,9 @@ class PaddedConv(nnx.Conv):
 
 
 class TorchConvTranspose(nnx.Module):
-    """torch's ``ConvTranspose2d`` channels-last, where ``nnx.ConvTranspose`` cannot: ``groups``, and
-    padding beyond ``dilation * (kernel - 1)`` (a negative ``padding`` pair here: the output cropped).
+    """torch's ``ConvTranspose2d`` channels-last, where ``nnx.ConvTranspose`` cannot: ``groups``, padding
+    beyond ``dilation * (kernel - 1)`` (a negative ``padding`` pair here: the output cropped), and a
+    ``conv_general_dilated`` of one's choice (as ``nnx.Conv`` takes one: ``ae_jax.convforms.ConvForm``).
 
     ``kernel`` (*kernel, out / groups, in) = torch's weight (in, out / groups, *kernel) moved like
     ``nnx.ConvTranspose(transpose_kernel=True)``'s, so the same conversion rule holds. The forward is the
@@ -217,7 +218,8 @@ class TorchConvTranspose(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, kernel_size, strides, *, padding, kernel_dilation=1,
                  groups: int = 1, use_bias: bool = True, dtype=jnp.float32, param_dtype=jnp.float32, kernel_init,
-                 bias_init, rngs: nnx.Rngs):
+                 bias_init, rngs: nnx.Rngs, conv_general_dilated=jax.lax.conv_general_dilated):
+        self.conv_general_dilated = conv_general_dilated  # as nnx.Conv's: ae_jax.convforms.ConvForm, say
         self.kernel_size, nd = tuple(kernel_size), len(tuple(kernel_size))
         self.strides, self.padding = tuple(strides), tuple(tuple(p) for p in padding)
         self.kernel_dilation = (kernel_dilation,) * nd if isinstance(kernel_dilation, int) else tuple(kernel_dilation)
@@ -235,7 +237,7 @@ class TorchConvTranspose(nnx.Module):
         k = jnp.transpose(k, (*range(nd), nd + 2, nd + 1, nd)).reshape(*ks, cin // g, g * og)
         k = jnp.flip(k, axis=tuple(range(nd)))
         spatial = "DHW"[-nd:] if nd <= 3 else None
-        y = jax.lax.conv_general_dilated(x.astype(self.dtype), k, (1,) * nd, self.padding, lhs_dilation=self.strides,
+        y = self.conv_general_dilated(x.astype(self.dtype), k, (1,) * nd, self.padding, lhs_dilation=self.strides,
                                          rhs_dilation=self.kernel_dilation, feature_group_count=g,
                                          dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
         return y if self.bias is None else y + self.bias.get_value().astype(self.dtype)

@@ -23,6 +23,7 @@ from ae_core.noise import epoch_noise, eval_noise
 from ae_core.training import TrainConfig, check_loss, check_training_state
 
 from . import sharding
+from .convforms import conv_forms
 from .graph import GraphModule
 from .layers import relu_inputs
 from .losses import GRAPH_LOSSES, LOSSES
@@ -225,9 +226,10 @@ class Trainer:
 
     ``train_epoch(epoch)`` runs the compiled whole-epoch scan (``mode="scan"``) or the compiled single
     step in a Python loop (``mode="step"``); both donate their buffers. ``mode="auto"`` (default) picks
-    scan, except for models with convolutions on the CPU backend: XLA:CPU runs convolutions inside a
-    while-loop body far slower than as top-level ops (measured on the ``conv`` preset: scan 2.4x slower
-    than the jitted step; docs/benchmarks.md).
+    scan, except for a model whose convolutions are XLA's own (``conv_form="plain"``) on the CPU backend:
+    XLA:CPU runs those inside a while-loop body far slower than as top-level ops (the ``conv`` preset's
+    scan 2.3x slower than its jitted step at batch 32). ``conv_form`` (``ae_jax.convforms``): how the
+    convolutions are computed; the default computes them as GEMMs on the CPU, as fast inside the scan.
     ``precision`` is the matmul precision everything is traced with ("highest" for parity). ``tx``: an optax
     transformation used instead of ``config.optimizer``'s torch-equivalent one (e.g. to measure what a
     wrong mapping does); checkpoints still record ``config.optimizer``.
@@ -245,7 +247,8 @@ class Trainer:
 
     def __init__(self, spec: str | ModelSpec | Graph, config: TrainConfig, x_train, x_eval=None, *,
                  precision: str = "highest", device: jax.Device | None = None, mode: str = "auto",
-                 devices=None, tx: optax.GradientTransformation | None = None, weights=None):
+                 devices=None, tx: optax.GradientTransformation | None = None, weights=None,
+                 conv_form: str = "auto"):
         self.spec, self.config = get_model(spec), config
         if mode not in self.MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {self.MODES}")
@@ -253,7 +256,9 @@ class Trainer:
         self.dtype = jnp_dtype(config.dtype)
         self.precision = precision
         self.tx = make_optimizer(config.optimizer) if tx is None else tx
-        self.eval_graphdef, self.graphdef, params, rest = split_for_training(self.spec, config, config.seed, weights)
+        with conv_forms(conv_form):  # how its convolutions are computed (ae_jax.convforms)
+            self.eval_graphdef, self.graphdef, params, rest = split_for_training(self.spec, config, config.seed,
+                                                                                 weights)
         self._set_state(params, rest, self.tx.init(params))
         if devices is not None and device is not None:
             raise ValueError("give either device (one device) or devices (data-parallel), not both")
@@ -271,9 +276,9 @@ class Trainer:
         self.step = 0
         self._step_numbers = []
         epoch_batches(config.seed, 0, self.n, config.batch_size)  # validates batch_size against n
-        has_conv = self.spec.has("conv2d", "conv_transpose2d")
+        plain_conv = conv_form == "plain" and self.spec.has("conv1d", "conv2d", "conv_transpose2d")
         platform = next(iter(self.x.devices())).platform
-        self.mode = mode if mode != "auto" else ("step" if has_conv and platform == "cpu" else "scan")
+        self.mode = mode if mode != "auto" else ("step" if plain_conv and platform == "cpu" else "scan")
         self.loss = GRAPH_LOSSES[config.loss] if isinstance(self.spec, Graph) else config.loss
         static = (self.graphdef, self.tx, self.loss)
         # with a mesh, results stay replicated (the next call finds its inputs where it left them)

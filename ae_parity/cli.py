@@ -177,7 +177,10 @@ def _add_train(sub) -> None:
                        help="torch optimizer implementation")
     train.add_argument("--jax-mode", choices=("auto", "scan", "step"), default="auto",
                        help="whole epoch as one lax.scan, or a jitted step per batch; auto: scan, except "
-                            "convolutional models on CPU (faster as steps there)")
+                            "with --conv-form plain for a convolutional model on CPU (faster as steps there)")
+    train.add_argument("--conv-form", choices=("auto", "plain", "gemm"), default="auto",
+                       help="how ae_jax computes convolutions: XLA's own (plain), or as GEMMs (exact "
+                            "reformulations, faster on XLA:CPU); auto: GEMMs on the CPU, plain elsewhere")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     _graph_args(train)
     _scale_args(train)

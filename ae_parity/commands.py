@@ -105,7 +105,8 @@ def train(args) -> int:
         raise UsageError("--devices is for --framework jax (torch trains on one device here)")
     data = load_data(spec, args.data, args.data_dir, config.dtype, limit=args.limit)
     kwargs = {"impl": args.torch_impl} if args.framework == "torch" else {
-        "mode": args.jax_mode, "devices": args.devices or ("all" if multihost else None)}
+        "mode": args.jax_mode, "conv_form": args.conv_form,
+        "devices": args.devices or ("all" if multihost else None)}
     metrics = train_run(args.framework, spec, config, out, data=data, resume=bool(args.resume),
                         overwrite=args.overwrite, progress=not args.no_progress, trainer_kwargs=kwargs,
                         log=lambda m: print(m, file=sys.stderr))

@@ -14,10 +14,13 @@ import jax
 from flax import nnx
 
 
-def port(torch_model, *example, dtype: str | None = None):
+def port(torch_model, *example, dtype: str | None = None, conv_form: str = "auto"):
     """The NNX port of ``torch_model`` (an ``ae_jax.graph.GraphModule``) with its weights, in its mode
-    (train / eval) and dtype (or ``dtype``). ``example``: one batch per ``forward`` input (torch tensors)."""
+    (train / eval) and dtype (or ``dtype``). ``example``: one batch per ``forward`` input (torch tensors).
+    ``conv_form``: how its convolutions are computed (``ae_jax.convforms``; the default: as GEMMs on the
+    CPU, the presets' own fast form)."""
     from ae_core import check_dtype
+    from ae_jax.convforms import check_form, conv_forms
     from ae_jax.graph import GraphModule
     from ae_jax.numerics import jnp_dtype
     from ae_jax.weights import load_state_dict
@@ -28,7 +31,8 @@ def port(torch_model, *example, dtype: str | None = None):
     dt = jnp_dtype(check_dtype(dtype or graph.dtype))
     # weights come from torch: build the module abstractly (shapes only) and load them, rather than
     # drawing every layer's random initialisation only to overwrite it
-    model = nnx.eval_shape(lambda: GraphModule(graph, rngs=nnx.Rngs(0), dtype=dt))
+    with conv_forms(check_form(conv_form)):
+        model = nnx.eval_shape(lambda: GraphModule(graph, rngs=nnx.Rngs(0), dtype=dt))
     load_state_dict(model, state_dict(torch_model))  # strict: every variable gets the torch value
     if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(nnx.state(model))):
         raise RuntimeError(f"{graph.name}: a variable of the port has no value in the torch state dict")

@@ -22,6 +22,7 @@ from torch import nn
 from ae_core import LAYER_KINDS, ModelSpec
 from ae_core import layers as L
 from ae_core.graph import Graph
+from ae_jax.convforms import conv_forms
 from ae_jax.numerics import enable_x64
 from ae_parity.compare import compare
 from ae_parity.port import port
@@ -278,13 +279,17 @@ def test_the_generated_source_computes_what_the_graph_module_computes(tmp_path, 
         np.testing.assert_array_equal(np.asarray(gen(x.numpy(), **more)), np.asarray(jm(x.numpy(), **more)))
     text = path.read_text()
     expected = {"conv_transposes": ["self.crop = TorchConvTranspose(4, 6, (3, 3), strides=(2, 2), padding=((-1, 0), "
-                                    "(-1, 0))", "groups=2", "nnx.ConvTranspose(6, 4, (3, 2)", "kernel_dilation=(2, 1)",
-                                    "to_channels_last("],
+                                    "(-1, 0))", "groups=2", "TorchConvTranspose(6, 4, (3, 2)", "kernel_dilation=(2, 1)",
+                                    "conv_general_dilated=ConvForm('auto')", "to_channels_last("],
                 "batch_stats": ["track_running_stats=False", "momentum=None", "F.batch_norm("],
                 "embedding": ["self.embed = Embedding(5, 3, padding_idx=0", "def __call__(self, x, labels, noise=None)"],
                 "lstm": ["LSTM(3, 4, num_layers=2, bias=True, batch_first=True, returns_state=True",
                          "bias=False, batch_first=False", "self.decoder(transpose, (unsqueeze, getitem_"]}[name]
     assert all(e in text for e in expected), text
+    if name == "conv_transposes":  # in the plain form, Flax's own layer where it can
+        with conv_forms("plain"):
+            plain = source(jm.graph)
+        assert "nnx.ConvTranspose(6, 4, (3, 2)" in plain and "ConvForm" not in plain
 
 
 # --------------------------------------------------------------------------------- indices in ----

@@ -78,7 +78,9 @@ def test_whole_epoch_compiles_once_and_step_mode_matches_scan(data64):
         lp = step.train_epoch(e, mode="step")
         np.testing.assert_allclose(ls, lp, rtol=1e-12)
         scan.evaluate(), step.evaluate()
-    assert scan.mode == "scan" and make_trainer("jax", "conv", config, Data(np.zeros((100, 1, 28, 28)), None, "x")).mode == "step"
+    conv = Data(np.zeros((100, 1, 28, 28)), None, "x")
+    assert scan.mode == "scan" and make_trainer("jax", "conv", config, conv).mode == "scan"  # convolutions as GEMMs
+    assert make_trainer("jax", "conv", config, conv, conv_form="plain").mode == "step"  # XLA's own: slow in a scan
     assert scan.compiled_count() == {"epoch": 1, "step": 0, "eval": 1}  # no recompilation after epoch 1
     assert step.compiled_count() == {"epoch": 0, "step": 1, "eval": 1}
     assert_trees_all_close(scan.model_state(), step.model_state(), atol=1e-12)

@@ -10,7 +10,10 @@ Variants (each trains its own copy of the same initial model along the same batc
 - ``ae_jax step function, bare``: the jit step's own compiled function called in a loop on the same
   donated state, its epoch's inputs placed on the device before the clock starts and no loss fetched:
   what the jit step would cost with nothing of the Trainer around it (its per-epoch batch order and
-  noise, their transfer, the losses' transfer back).
+  noise, their transfer, the losses' transfer back);
+- for a model with convolutions, ``ae_jax jit step, plain convs`` and ``ae_jax scan epoch, plain
+  convs``: the same with every convolution XLA's own (``conv_form="plain"``) instead of the default
+  form (``ae_jax.convforms``: GEMMs for the dilated ones on the CPU).
 
 Each framework lives in its own worker process, as in real use: with a torch trainer active in the
 same process on this 2-core machine, the JAX epoch measured 107-110 ms against 62-64 ms alone (not
@@ -120,6 +123,11 @@ def _make_variants(framework: str, preset: str, config: TrainConfig, source: str
         variants["ae_jax jit step"] = (Trainer(spec, config, data.x_train), {"mode": "step"})
         variants["ae_jax scan epoch"] = (Trainer(spec, config, data.x_train), {"mode": "scan"})
         variants["ae_jax step function, bare"] = (BareSteps(Trainer(spec, config, data.x_train, mode="step")), {})
+        if spec.has("conv2d", "conv_transpose2d", "conv1d"):  # the convolutions as XLA's own, beside the default
+            plain = Trainer(spec, config, data.x_train, conv_form="plain")
+            variants["ae_jax jit step, plain convs"] = (plain, {"mode": "step"})
+            variants["ae_jax scan epoch, plain convs"] = (Trainer(spec, config, data.x_train, conv_form="plain"),
+                                                          {"mode": "scan"})
     return spec, data, variants
 
 
