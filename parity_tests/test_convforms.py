@@ -84,6 +84,30 @@ def test_the_gemm_form_is_the_convolution_forward_and_backward(nd):
         checked += 1
 
 
+@pytest.mark.parametrize("form", ["phase", "scatter"])
+def test_both_forms_of_the_transposed_convolution(form):
+    """The phase and the scatter form of a transposed convolution, each forced (the layer picks the one
+    that moves fewer numbers), against lax in 1 and 2 dimensions, input dilation 1-3, padding -1..3."""
+    from ae_jax.convforms import conv_transpose_gemm
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    while checked < 12:
+        nd = int(rng.integers(1, 3))
+        k, size, s = tuple(rng.integers(1, 5, nd)), tuple(rng.integers(3, 8, nd)), tuple(rng.integers(1, 4, nd))
+        pads = [tuple(int(v) for v in rng.integers(-1, 4, 2)) for _ in range(nd)]
+        x, w = rng.standard_normal((2, *size, 2)), rng.standard_normal((*k, 2, 3))
+        try:
+            want = lax.conv_general_dilated(x, w, (1,) * nd, pads, s, None, DN[nd])
+        except (ValueError, TypeError):
+            continue
+        if 0 in want.shape:
+            continue
+        got = jax.jit(functools.partial(conv_transpose_gemm, lhs_dilation=s, padding=pads, form=form))(x, w)
+        assert got.shape == want.shape and rel(got, want) <= 1e-12, (k, size, s, pads)
+        checked += 1
+
+
 @pytest.mark.parametrize("stride,padding,output_padding,size", [(2, 1, 1, 7), (2, 1, 1, 14), (2, 0, 1, 5), (3, 2, 1, 6),
                                                                   (2, 1, 0, 5), (1, 1, 0, 6)])
 def test_torch_conv_layers_against_the_gemm_form(stride, padding, output_padding, size):

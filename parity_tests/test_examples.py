@@ -48,30 +48,29 @@ def test_port_your_model_finds_the_planted_bug_and_passes_the_fix(tmp_path, data
     assert "bug found at the conv: True; fixed port agrees: True" in out.stdout
 
 
-def test_diagnose_cli_on_the_example_classes(data_dir):
-    """`ae-parity diagnose` with FILE.py:Class references: exit 1 and the table for the buggy port,
-    exit 0 (and JSON for CI) for the fixed one; a bad reference exits 2 naming it."""
+def test_diagnose_cli_on_the_example_classes(data_dir, capsys, monkeypatch):
+    """`ae-parity diagnose` with FILE.py:Class references: exit 1 and the table for the buggy port (the
+    installed command, in its own process), exit 0 and JSON for CI for the fixed one; a bad reference exits
+    2 naming it (these two in this process: the same ``cli.main``; that the JSON is the same on every run is
+    test_thirdparty.py's)."""
+    import json
+
+    from ae_parity import cli as ae_cli
+
     example = str(EXAMPLES / "port_your_model.py")
     common = ["--input-shape", "1,28,28", "--flax-layout", "nhwc", "--batch", "mnist", "--data", "sample"]
     env = dict(os.environ, AE_PARITY_DATA=str(data_dir))
-    cli = [sys.executable, "-m", "ae_parity.cli", "diagnose", "--torch", f"{example}:TorchNet"]
-    out = subprocess.run([*cli, "--flax", f"{example}:BuggyFlaxNet", *common], capture_output=True, text=True,
-                         env=env, timeout=600)
+    args = ["diagnose", "--torch", f"{example}:TorchNet"]
+    out = subprocess.run([sys.executable, "-m", "ae_parity.cli", *args, "--flax", f"{example}:BuggyFlaxNet", *common],
+                         capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 1, out.stderr
     assert "FIRST DIVERGENCE: forward features.0 (Conv2d)" in out.stdout
-    out = subprocess.run([*cli, "--flax", f"{example}:FlaxNet", *common, "--json"], capture_output=True, text=True,
-                         env=env, timeout=600)
-    assert out.returncode == 0, out.stderr
-    import json
-
-    report = json.loads(out.stdout)
+    monkeypatch.setenv("AE_PARITY_DATA", str(data_dir))
+    assert ae_cli.main([*args, "--flax", f"{example}:FlaxNet", *common, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["first_divergence"] is None and len(report["entries"]) > 10
-    again = subprocess.run([*cli, "--flax", f"{example}:FlaxNet", *common, "--json"], capture_output=True,
-                           text=True, env=env, timeout=600)
-    assert json.loads(again.stdout) == report  # the torch init is seeded: the same numbers every run
-    out = subprocess.run([*cli, "--flax", f"{example}:NoSuchNet"], capture_output=True, text=True, env=env,
-                         timeout=600)
-    assert out.returncode == 2 and "defines no NoSuchNet" in out.stderr
+    assert ae_cli.main([*args, "--flax", f"{example}:NoSuchNet"]) == 2
+    assert "defines no NoSuchNet" in capsys.readouterr().err
 
 
 def test_every_example_is_exercised():
