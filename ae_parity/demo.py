@@ -107,7 +107,7 @@ def pictures(spec, out: Path, data: Data, runs: dict, config: TrainConfig) -> di
 
     tm = ae_torch.build(spec, dtype=config.dtype).eval()
     ae_torch.load_state_dict(tm, load_checkpoint(out / "torch" / "checkpoint.safetensors").model)
-    jm = ae_jax.build(spec, dtype=config.dtype)
+    jm = ae_jax.build(spec, dtype=config.dtype, seed=config.seed)  # numpy init (no compiles); replaced next
     jm.eval()
     ae_jax.load_state_dict(jm, load_checkpoint(out / "jax" / "checkpoint.safetensors").model)
     from ae_jax.train import encode_decode
