@@ -190,10 +190,8 @@ def conv_transpose_gemm(x, kernel, lhs_dilation, padding, *, precision=None, pre
     m = tuple(-(-k // st) for k, st in zip(ks, s))
     w = jnp.flip(kernel, tuple(range(nd)))  # w[t'] = k[K - 1 - t']
     spatial = x.shape[1:-1]
-    phase_numbers = math.prod(n + mm - 1 for n, mm in zip(spatial, m)) * math.prod(m) * c
-    scatter_numbers = math.prod(spatial) * math.prod(ks) * o
     if form is None:
-        form = "scatter" if 2 * scatter_numbers < phase_numbers else "phase"
+        form = transposed_form(spatial, ks, s, c, o)[0]
     full = {"phase": _phases, "scatter": _scatter}[form](x, w, s, m, precision, preferred_element_type)
     # output o = F[o + K - 1 - lo], length (n - 1) s + 1 + lo + hi - K + 1
     crop = []
@@ -202,6 +200,24 @@ def conv_transpose_gemm(x, kernel, lhs_dilation, padding, *, precision=None, pre
         length = (spatial[d] - 1) * s[d] + 1 + padding[d][0] + padding[d][1] - ks[d] + 1
         crop.append((-start, start + length - full.shape[1 + d]))
     return _pad(full, crop)
+
+
+def transposed_form(spatial, kernel_size, lhs_dilation, c: int, o: int) -> tuple[str, int]:
+    """The form :func:`conv_transpose_gemm` takes for one example of (*spatial, c) and a (*kernel, c, o)
+    kernel, and how many numbers its GEMM operand holds (patches or product): the smaller one, scatter
+    only where it is under half."""
+    m = [-(-k // st) for k, st in zip(kernel_size, lhs_dilation)]
+    phase = math.prod(n + mm - 1 for n, mm in zip(spatial, m)) * math.prod(m) * c
+    scatter = math.prod(spatial) * math.prod(kernel_size) * o
+    return ("scatter", scatter) if 2 * scatter < phase else ("phase", phase)
+
+
+def gemm_numbers(kind: str, in_spatial, out_spatial, kernel_size, strides, c: int, o: int) -> int:
+    """Numbers per example in the GEMM operand a layer's GEMM form builds (kept for its backward pass):
+    ``kind`` "conv" (im2col patches) or "conv_transpose" (:func:`transposed_form`)."""
+    if kind == "conv":
+        return math.prod(out_spatial) * math.prod(kernel_size) * c
+    return transposed_form(in_spatial, kernel_size, strides, c, o)[1]
 
 
 def _phases(x, w, s, m, precision, preferred_element_type):
@@ -243,4 +259,5 @@ def _scatter(x, w, s, m, precision, preferred_element_type):
     return full
 
 
-__all__ = ["FORMS", "ConvForm", "build_form", "check_form", "conv_forms", "conv_gemm", "conv_transpose_gemm"]
+__all__ = ["FORMS", "ConvForm", "build_form", "check_form", "conv_forms", "conv_gemm", "conv_transpose_gemm",
+           "gemm_numbers", "transposed_form"]

@@ -174,7 +174,8 @@ def memory_estimate(spec: ModelSpec, config: TrainConfig, models: int, n_train: 
                     batch_order: str = "own") -> dict:
     """What a sweep of ``models`` models allocates, in bytes, by part (before anything is built): per model
     its weights and buffers, optimizer slots, gradients, the activations of one step (kept for the backward
-    pass, and their cotangents), its epoch's batch indices and noise, and the host copies made while it is
+    pass, and their cotangents) and its convolutions' GEMM operands (:func:`conv_patches`), its epoch's
+    batch indices and noise, and the host copies made while it is
     initialised and written; shared, the data. ``per_model`` and ``shared`` sum them."""
     b = np.dtype(config.dtype).itemsize
     params = sum(int(np.prod(s)) for s in spec.param_shapes().values())
@@ -183,10 +184,12 @@ def memory_estimate(spec: ModelSpec, config: TrainConfig, models: int, n_train: 
     graph = spec.to_graph()
     nodes = graph.methods["forward"].nodes
     activations = sum(int(np.prod(n.shape[1:])) for n in nodes if n.shape)  # per example
+    patches = conv_patches(graph)  # per example; 0 where the convolutions are XLA's own
     noise = sum(int(np.prod(shape)) for _, shape, _ in spec.noise_shapes().values())  # per example
     inputs = n_train * (4 + noise * b)  # an epoch's batch indices (int32) and noise
     per_model = {"weights and buffers": (params + state) * b, "optimizer state": slots * params * b,
                  "gradients": params * b, "activations": 2 * config.batch_size * activations * b,
+                 "conv patches": 2 * config.batch_size * patches * b,
                  "epoch inputs": inputs if batch_order == "own" else 0,
                  "host copies": (3 * (params + state) + slots * params) * b}
     pixels = int(np.prod(graph.input_shape))
@@ -194,6 +197,28 @@ def memory_estimate(spec: ModelSpec, config: TrainConfig, models: int, n_train: 
     return {"per_model": sum(per_model.values()), "shared": sum(shared.values()), "models": models,
             "total": models * sum(per_model.values()) + sum(shared.values()),
             "parts": {k: models * v for k, v in per_model.items()} | {f"{k} (shared)": v for k, v in shared.items() if v}}
+
+
+def conv_patches(graph) -> int:
+    """Numbers per example of the GEMM operands (im2col patches, ...) the convolutions' GEMM forms keep for
+    the backward pass (``ae_jax.convforms``), where a sweep's "auto" form takes them (the CPU); else 0."""
+    from ae_jax.convforms import ConvForm, gemm_numbers
+
+    if not ConvForm("auto").uses_gemm():
+        return 0
+    nodes = graph.methods["forward"].nodes
+    shapes = {n.name: n.shape for n in nodes} | {name: (1, *graph.input_shape) for name in
+                                                 graph.methods["forward"].inputs}
+    kinds = {"conv1d": "conv", "conv2d": "conv", "conv_transpose2d": "conv_transpose"}
+    total = 0
+    for n in nodes:
+        layer = graph.modules.get(n.target) if n.op == "module" else None
+        kind = kinds.get(getattr(layer, "kind", ""))
+        if kind is None or not n.args or getattr(n.args[0], "name", None) not in shapes:
+            continue
+        total += gemm_numbers(kind, shapes[n.args[0].name][2:], n.shape[2:], layer.kernel, layer.strides,
+                              layer.in_channels, layer.out_channels)
+    return total
 
 
 def _read(path: str) -> str | None:
