@@ -187,12 +187,11 @@ def conv_transpose_gemm(x, kernel, lhs_dilation, padding, *, precision=None, pre
     nd = kernel.ndim - 2
     ks, c, o = kernel.shape[:nd], kernel.shape[nd], kernel.shape[nd + 1]
     s = tuple(lhs_dilation)
-    m = tuple(-(-k // st) for k, st in zip(ks, s))
     w = jnp.flip(kernel, tuple(range(nd)))  # w[t'] = k[K - 1 - t']
     spatial = x.shape[1:-1]
     if form is None:
         form = transposed_form(spatial, ks, s, c, o)[0]
-    full = {"phase": _phases, "scatter": _scatter}[form](x, w, s, m, precision, preferred_element_type)
+    full = {"phase": _phases, "scatter": _scatter}[form](x, w, s, precision, preferred_element_type)
     # output o = F[o + K - 1 - lo], length (n - 1) s + 1 + lo + hi - K + 1
     crop = []
     for d in range(nd):
@@ -220,10 +219,11 @@ def gemm_numbers(kind: str, in_spatial, out_spatial, kernel_size, strides, c: in
     return transposed_form(in_spatial, kernel_size, strides, c, o)[1]
 
 
-def _phases(x, w, s, m, precision, preferred_element_type):
+def _phases(x, w, s, precision, preferred_element_type):
     """``F`` (N, *(n + M - 1) s, O) of :func:`conv_transpose_gemm`, in the phase form."""
     nd = w.ndim - 2
     ks, c, o = w.shape[:nd], w.shape[nd], w.shape[nd + 1]
+    m = tuple(-(-k // st) for k, st in zip(ks, s))
     # taps past K zero, each axis split into (M, s) and read back to front in M: the index [j, r] holds
     # the tap r + (M - 1 - j) s of w
     w = jnp.pad(w, [(0, mm * st - k) for mm, st, k in zip(m, s, ks)] + [(0, 0), (0, 0)])
@@ -242,7 +242,7 @@ def _phases(x, w, s, m, precision, preferred_element_type):
     return jnp.transpose(g, inter).reshape(g.shape[0], *(qq * st for qq, st in zip(q, s)), o)
 
 
-def _scatter(x, w, s, m, precision, preferred_element_type):
+def _scatter(x, w, s, precision, preferred_element_type):
     """``F`` (N, *(n - 1) s + K, O) of :func:`conv_transpose_gemm`, in the scatter form."""
     nd = w.ndim - 2
     ks, c, o = w.shape[:nd], w.shape[nd], w.shape[nd + 1]
