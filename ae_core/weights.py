@@ -7,6 +7,7 @@ map) records the spec, dtype and anything else a reader must check before loadin
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Union
@@ -215,31 +216,45 @@ def save_safetensors(path: os.PathLike | str, tensors: Mapping[str, np.ndarray],
 
 
 def load_safetensors(path: os.PathLike | str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """``(tensors, metadata)`` from a safetensors file; a clear :class:`CheckpointError` if unreadable."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
+    """``(tensors, metadata)`` from a safetensors file; a clear :class:`CheckpointError` if unreadable.
 
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e})") from None
-    try:
-        tensors = load(data)
-        metadata = _read_metadata(data)
-    except (SafetensorError, ValueError, OverflowError) as e:
-        raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
+    ``safetensors.safe_open`` reads the header and the tensors from a memory map of the file (no copy of the
+    whole file in memory); a truncated file or a broken header is refused before any tensor is returned."""
+    from safetensors import SafetensorError
+
+    with _opened(path) as (f, path):
+        try:
+            metadata = dict(f.metadata() or {})
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        except (SafetensorError, ValueError, OSError) as e:
+            raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
     return tensors, metadata
 
 
-def _read_metadata(data: bytes) -> dict[str, str]:
-    import json
+def read_metadata(path: os.PathLike | str) -> dict[str, str]:
+    """A safetensors file's metadata only (its header; no tensor is read)."""
+    with _opened(path) as (f, _):
+        return dict(f.metadata() or {})
 
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8: 8 + n])
-    return dict(header.get("__metadata__", {}) or {})
+
+@contextlib.contextmanager
+def _opened(path: os.PathLike | str):
+    """``safe_open(path)`` (numpy) with a missing, unreadable or malformed file as a :class:`CheckpointError`."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        handle = safe_open(path, framework="numpy")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: cannot read (a directory)") from None
+    except (SafetensorError, ValueError, OverflowError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e})") from None
+    with handle as f:
+        yield f, path
 
 
 def save_weights(path: os.PathLike | str, state_dict: Mapping[str, Any], spec=None, dtype: str | None = None,
