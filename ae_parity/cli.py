@@ -122,11 +122,55 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _spec_file(text: str):
+    """``--spec FILE``: a :class:`~ae_core.spec.ModelSpec` from a JSON file (``spec.to_json()``, README "Your own
+    architecture") or from the metadata of a checkpoint / weights file (``.safetensors``) that records one."""
+    from pathlib import Path
+
+    from ae_core.spec import ModelSpec, SpecError
+    from ae_core.weights import CheckpointError, read_metadata
+
+    path = Path(text)
+    if path.suffix == ".safetensors":
+        try:
+            meta = read_metadata(path)
+        except CheckpointError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if "spec" not in meta:
+            hint = " (a model graph's run: give it with --graph)" if "graph" in meta else ""
+            raise argparse.ArgumentTypeError(f"{path}: records no model spec{hint}")
+        text = meta["spec"]
+    else:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise argparse.ArgumentTypeError(f"{path}: file not found") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise argparse.ArgumentTypeError(f"{path}: cannot read ({e})") from None
+    try:
+        return ModelSpec.from_json(text)
+    except (SpecError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"{path}: {e}") from None
+
+
+def _preset_or_spec(p, default) -> None:
+    """``--preset NAME`` or ``--spec FILE.json``, one of them; ``main`` puts the spec read into ``args.preset``."""
+    which = p.add_mutually_exclusive_group()
+    # default None, filled in by parse_args: argparse lets a flag given with its default's value (``--preset
+    # mlp9 --spec F``) through a mutually exclusive group unnoticed
+    which.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help=f"a built-in model (default {default})" if default else "a built-in model")
+    p.set_defaults(preset_default=default)
+    which.add_argument("--spec", type=_spec_file, default=None, metavar="FILE.json",
+                       help="a model spec of your own instead of --preset: JSON written by ModelSpec.to_json(), or "
+                            "a checkpoint (.safetensors) whose model to train again")
+
+
 def _model_args(p, *, resumable: bool = False, sweep: bool = False):
     """Model/optimizer arguments. With ``resumable``, defaults are None so --resume can tell what was given;
     with ``sweep``, lists of seeds and learning rates."""
     d = (lambda v: None) if resumable else (lambda v: v)
-    p.add_argument("--preset", choices=sorted(PRESETS), default=d(DEFAULT_PRESET))
+    _preset_or_spec(p, d(DEFAULT_PRESET))
     p.add_argument("--batch-size", type=_positive(int), default=d(32))
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=d("adam"))
     if sweep:
@@ -182,6 +226,9 @@ def _add_train(sub) -> None:
                        help="how ae_jax computes convolutions: XLA's own (plain), or as GEMMs (exact "
                             "reformulations, faster on XLA:CPU); auto: GEMMs on the CPU, plain elsewhere")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--early-stop", type=_positive(int), default=None, metavar="N",
+                       help="stop after N epochs in a row without a better eval loss (the best epoch is kept in "
+                            "best.safetensors either way)")
     _graph_args(train)
     _scale_args(train)
     _data_args(train)
@@ -244,7 +291,7 @@ def _add_validate(sub) -> None:
 
     val = sub.add_parser("validate", help="every seed trained in torch and in JAX (one vmapped sweep); a paired "
                                           "equivalence test (TOST) of the final eval losses; exit 0 = equivalent")
-    val.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    _preset_or_spec(val, DEFAULT_PRESET)
     val.add_argument("--seeds", type=_seed_list, default=list(range(8)),
                      help="at least 2 seeds: 0-7 (default), 0,3,5 or 0-3,10; seed s is the same run in both")
     val.add_argument("--epochs", type=_positive(int), default=10)
@@ -269,7 +316,7 @@ def _add_validate(sub) -> None:
 
 def _add_bench(sub) -> None:
     bench = sub.add_parser("bench", help="training speed side by side: tutorial loop, torch eager, jax step, jax scan")
-    bench.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    _preset_or_spec(bench, DEFAULT_PRESET)
     bench.add_argument("--batch-sizes", type=_int_list, default=[32, 256], help="comma-separated (default 32,256)")
     bench.add_argument("--epochs", type=_positive(int), default=5, help="timed epochs per variant (default 5)")
     bench.add_argument("--limit", type=_positive(int), default=None, help="train on the first N examples only")
@@ -385,13 +432,30 @@ HANDLERS = {
     "parity": commands.parity,
     "diagnose": commands.diagnose,
     "port": commands.port,
+    "doctor": commands.doctor,
 }
+
+
+def _add_doctor(sub) -> None:
+    doc = sub.add_parser("doctor", help="versions, devices, threads and matmul precision: paste it into a bug report")
+    doc.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ae-parity")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ae-parity", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_demo, _add_train, _add_sweep, _add_validate, _add_bench, _add_parity, _add_diagnose):  # the --help order
+    for add in (_add_demo, _add_train, _add_sweep, _add_validate, _add_bench, _add_parity, _add_diagnose,
+                _add_doctor):  # the --help order
         add(sub)
     debug = "on a failure, print the traceback too (also AE_PARITY_DEBUG=1)"
     parser.add_argument("--debug", action="store_true", help=debug)
@@ -400,9 +464,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments of one command; argparse errors: SystemExit(2)."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "spec", None) is not None:  # --spec FILE: the spec read stands where a preset name would
+        args.preset = args.spec
+    elif hasattr(args, "preset_default") and args.preset is None:
+        args.preset = args.preset_default
+    vars(args).pop("preset_default", None)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit code (``ae_parity.exits``: 0 ok, 1 a reported problem, 2 usage, 3 a bug)."""
-    args = build_parser().parse_args(argv)  # argparse errors: SystemExit(2)
+    args = parse_args(argv)
     try:
         return HANDLERS[args.command](args)
     except KeyboardInterrupt:

@@ -52,7 +52,12 @@ def _resumed_config(args):
         flag = f"--graph {args.graph}" if args.graph else f"--torch {args.torch}"
         trained = "another graph" if isinstance(ckpt.spec, type(given)) else "the preset"
         conflicts.append(f"{flag} (the run trained {trained} {ckpt.spec.name})")
-    for name, value, was in (("preset", args.preset, ckpt.spec.name), ("dtype", args.dtype, saved.dtype),
+    spec_given = getattr(args, "spec", None)
+    if spec_given is not None and not (isinstance(ckpt.spec, type(spec_given))
+                                       and spec_given.same_architecture(ckpt.spec)):
+        conflicts.append(f"--spec {spec_given.name} (the run trained {ckpt.spec.name}, another architecture)")
+    preset = None if spec_given is not None else args.preset
+    for name, value, was in (("preset", preset, ckpt.spec.name), ("dtype", args.dtype, saved.dtype),
                              ("batch-size", args.batch_size, saved.batch_size), ("seed", args.seed, saved.seed),
                              ("loss", args.loss, saved.loss)):
         if value is not None and value != was:
@@ -89,6 +94,8 @@ def _new_config(args):
 
 def train(args) -> int:
     """``ae-parity train``: one framework, a new run (--out) or a resumed one (--resume)."""
+    from pathlib import Path
+
     from .runner import load_data, train_run
 
     from .rundir import check_out_dir
@@ -109,12 +116,17 @@ def train(args) -> int:
         "devices": args.devices or ("all" if multihost else None)}
     metrics = train_run(args.framework, spec, config, out, data=data, resume=bool(args.resume),
                         overwrite=args.overwrite, progress=not args.no_progress, trainer_kwargs=kwargs,
-                        log=lambda m: print(m, file=sys.stderr))
+                        early_stop=args.early_stop, log=lambda m: print(m, file=sys.stderr))
     last = metrics["epochs"][-1]
     print(f"{args.framework} {spec.name}: {last['epoch']} epochs, train loss {last['train_loss']:.6f}, "
           f"eval loss {last['eval_loss']:.6f}")
     if metrics.get("written", True):
-        print(f"wrote {out}/checkpoint.safetensors, {out}/metrics.json, {out}/tensorboard/")
+        from .rundir import BEST, CHECKPOINT, METRICS, TENSORBOARD
+
+        best = metrics["best"]
+        wrote = [f"{out}/{CHECKPOINT}", f"{out}/{BEST} (epoch {best['epoch']}, eval loss {best['eval_loss']:.6f})",
+                 f"{out}/{METRICS}"] + ([f"{out}/{TENSORBOARD}/"] if (Path(out) / TENSORBOARD).is_dir() else [])
+        print("wrote " + ", ".join(wrote))
     else:
         print(f"process {metrics['process']}: nothing written (process 0 writes the run directory)")
     return 0
@@ -307,3 +319,10 @@ def port(args) -> int:
           f"{len(graph.methods['forward'].nodes)} forward nodes, methods {', '.join(graph.methods)})")
     print(certificate_table(rows, notes))
     return 0 if all(r.ok for _, _, r in rows) else 1
+
+
+def doctor(args) -> int:
+    from .doctor import doctor as report
+
+    print(report(args.json))
+    return 0

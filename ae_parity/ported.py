@@ -84,9 +84,10 @@ def model_from_args(args, dtype: str, batch_size: int, seed: int) -> Graph | Non
     """The graph ``--graph`` or ``--torch`` asks for (None for a preset run); one of them at most, and
     never with ``--preset``. ``--torch`` is built under ``seed`` and traced on ``batch_size`` digits."""
     graph, ref = getattr(args, "graph", None), getattr(args, "torch", None)
-    given = [flag for flag, value in (("--preset", args.preset), ("--graph", graph), ("--torch", ref)) if value]
+    model = "--spec" if getattr(args, "spec", None) is not None else "--preset"
+    given = [flag for flag, value in ((model, args.preset), ("--graph", graph), ("--torch", ref)) if value]
     if len(given) > 1:
-        raise UsageError(f"{' and '.join(given)}: give one model, --preset, --graph or --torch")
+        raise UsageError(f"{' and '.join(given)}: give one model, --preset, --spec, --graph or --torch")
     for flag, value in (("--torch-kwargs", getattr(args, "torch_kwargs", None)),
                         ("--input-shape", getattr(args, "input_shape", None))):
         if value is not None and not ref:

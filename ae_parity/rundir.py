@@ -1,4 +1,5 @@
-"""One run directory: ``checkpoint.safetensors`` and ``metrics.json``, written together after every epoch.
+"""One run directory: ``checkpoint.safetensors`` and ``metrics.json``, written together after every epoch,
+and ``best.safetensors``, the checkpoint of the epoch with the lowest eval loss so far.
 
 ``ae-parity train`` (:func:`ae_parity.runner.train_run`) and every member of ``ae-parity sweep``
 (:func:`ae_parity.sweep.sweep_run`) write the same files through :class:`RunDir`, so any run directory
@@ -9,10 +10,14 @@ resumes with ``ae-parity train --resume`` in either framework.
                    (a model graph's run: "model" and "graph" instead of "preset" and "spec")
                    a record: {"epoch", "steps", "train_loss", "eval_loss", "time_s", "samples_per_s",
                    "step_losses"} (JSON, indent 1)
+                   "best": {"epoch", "eval_loss", "file"}: the best epoch by eval loss (the earliest of
+                   equals), whose checkpoint best.safetensors holds (its metadata: "epoch", "extra.role"
+                   "best", "extra.eval_loss")
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,9 +31,10 @@ from ae_core import ModelSpec, UsageError
 from ae_core.graph import Graph
 from ae_core.files import atomic_write, remove_stale_temps
 from ae_core.training import Checkpoint, TrainConfig, history_problem, load_checkpoint, save_checkpoint
-from ae_core.weights import CheckpointError
+from ae_core.weights import CheckpointError, read_metadata
 
 CHECKPOINT = "checkpoint.safetensors"
+BEST = "best.safetensors"
 METRICS = "metrics.json"
 LOCK = ".lock"
 TENSORBOARD = "tensorboard"
@@ -53,7 +59,7 @@ def check_out_dir(path, *, overwrite: bool = False) -> Path:
 
 def clear_run(path: Path) -> None:
     """``--overwrite``: remove the run's own files (under the run's lock)."""
-    for name in (CHECKPOINT, METRICS):
+    for name in (CHECKPOINT, BEST, METRICS):
         (path / name).unlink(missing_ok=True)
     shutil.rmtree(path / TENSORBOARD, ignore_errors=True)
 
@@ -141,6 +147,26 @@ def epoch_record(epoch: int, losses: np.ndarray, eval_loss: float, seconds: floa
             "step_losses": losses.tolist()}
 
 
+def best_epoch(records: list[dict]) -> dict | None:
+    """The record of the best epoch by eval loss (the earliest of equals); None before the first epoch."""
+    return min(records, key=lambda r: (r["eval_loss"], r["epoch"]), default=None)
+
+
+def epochs_without_improvement(records: list[dict]) -> int:
+    """How many epochs since the best one (0: the last epoch is the best)."""
+    best = best_epoch(records)
+    return 0 if best is None else records[-1]["epoch"] - best["epoch"]
+
+
+def with_best(metrics: dict) -> dict:
+    """``metrics`` with its "best" entry (epoch, eval loss, file) from its epoch records."""
+    best = best_epoch(metrics["epochs"])
+    metrics.pop("best", None)
+    if best is not None:
+        metrics["best"] = {"epoch": best["epoch"], "eval_loss": best["eval_loss"], "file": BEST}
+    return metrics
+
+
 def read_metrics(path: Path) -> tuple[dict | None, str | None]:
     """``(metrics, None)`` from a metrics.json holding a list of epoch records, or ``(None, what is wrong
     with it)``."""
@@ -203,6 +229,10 @@ class RunDir:
         return self.path / CHECKPOINT
 
     @property
+    def best(self) -> Path:
+        return self.path / BEST
+
+    @property
     def metrics_path(self) -> Path:
         return self.path / METRICS
 
@@ -220,6 +250,9 @@ class RunDir:
         ae-parity) takes them from metrics.json, or is refused in one line when that is unreadable."""
         _, epochs, problem = reconcile(self.path, ckpt)
         self.metrics["epochs"] = [dict(r) for r in epochs]
+        if self._best_behind(ckpt):
+            self._write_best(ckpt, best_epoch(self.epochs))
+            log(f"{self.best} did not hold the best epoch ({ckpt.epoch}): rewritten from {self.checkpoint}")
         if problem is not None:
             self.write_metrics()
             log(f"{self.metrics_path} {problem}: rebuilt from {self.checkpoint} (epochs 1-{ckpt.epoch})"
@@ -238,14 +271,32 @@ class RunDir:
         records = self.epochs  # all of them, or none (a run resumed from a checkpoint of an older ae-parity
         complete = (history_problem(records, epoch, step) is None  # whose metrics.json has gaps)
                     and all(len(r["step_losses"]) == r["steps"] for r in records))
-        save_checkpoint(self.checkpoint, Checkpoint(
-            self.spec, self.config, epoch, step, model_state, optimizer_state, self.framework, data=self.data,
-            history=records if complete else None, run=None if self.sweep is None else {"sweep": self.sweep}))
+        ckpt = Checkpoint(self.spec, self.config, epoch, step, model_state, optimizer_state, self.framework,
+                          data=self.data, history=records if complete else None,
+                          run=None if self.sweep is None else {"sweep": self.sweep})
+        save_checkpoint(self.checkpoint, ckpt)
+        best = best_epoch(records)
+        if best is not None and best["epoch"] == epoch:  # after the checkpoint: a crash between the two leaves
+            self._write_best(ckpt, best)               # best.safetensors behind, and resuming catches it up
         self.write_metrics()
+
+    def _write_best(self, ckpt: Checkpoint, best: dict) -> None:
+        save_checkpoint(self.best, dataclasses.replace(ckpt, extra={"role": "best", "eval_loss": repr(best["eval_loss"])}))
+
+    def _best_behind(self, ckpt: Checkpoint) -> bool:
+        """Whether the checkpoint's epoch is the run's best and best.safetensors does not hold it (a crash
+        between the two writes)."""
+        best = best_epoch(self.epochs)
+        if best is None or best["epoch"] != ckpt.epoch:
+            return False
+        try:
+            return read_metadata(self.best).get("epoch") != str(ckpt.epoch)
+        except CheckpointError:  # missing or unreadable
+            return True
 
     def write_metrics(self) -> None:
         # strict JSON: a NaN or inf never reaches the file (train_run refuses such an epoch before writing)
-        atomic_write(self.metrics_path, json.dumps(self.metrics, indent=1, allow_nan=False).encode())
+        atomic_write(self.metrics_path, json.dumps(with_best(self.metrics), indent=1, allow_nan=False).encode())
 
 
 def read_run(path) -> tuple[Checkpoint, dict, str | None]:
@@ -259,4 +310,4 @@ def read_run(path) -> tuple[Checkpoint, dict, str | None]:
         return ckpt, saved, None
     metrics = metrics_header(ckpt.framework, ckpt.spec, ckpt.config, ckpt.data, **(ckpt.run or {}))
     metrics["epochs"] = epochs
-    return ckpt, metrics, problem
+    return ckpt, with_best(metrics), problem

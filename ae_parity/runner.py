@@ -9,6 +9,7 @@ one because batch order is a function of (seed, epoch) and the whole state is in
 from __future__ import annotations
 
 import hashlib
+import importlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from ae_core import mnist
 from ae_core.training import Checkpoint, TrainConfig
 
 from .rundir import CHECKPOINT, METRICS, RunDir, RunLock, check_out_dir, clear_run  # noqa: F401 (re-exported)
+from .rundir import TENSORBOARD, best_epoch, epochs_without_improvement
 FRAMEWORKS = ("jax", "torch")
 
 
@@ -90,8 +92,29 @@ def make_trainer(framework: str, spec, config: TrainConfig, data: Data, **kwargs
     return Trainer(spec, config, data.x_train, data.x_eval, **kwargs)
 
 
+def optional(module: str, what: str, log) -> bool:
+    """Whether the optional package ``module`` (an extra) imports; if not, say once per process what is
+    skipped (``what``) and how to get it."""
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        if (module, what) not in _SKIPPED:
+            _SKIPPED.add((module, what))
+            log(f"{what} skipped: {module} is not installed (pip install 'ae-parity[extras]')")
+        return False
+
+
+_SKIPPED: set[tuple[str, str]] = set()
+
+
 class ScalarWriter:
-    """TensorBoard scalars (event files readable by ``tensorboard --logdir``), without TF or torch."""
+    """TensorBoard scalars (event files readable by ``tensorboard --logdir``), without TF or torch; ``open``
+    gives None (said once) where tensorboard is not installed."""
+
+    @classmethod
+    def open(cls, logdir: Path, log) -> "ScalarWriter | None":
+        return cls(logdir) if optional("tensorboard", "TensorBoard scalars", log) else None
 
     def __init__(self, logdir: Path):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -111,10 +134,12 @@ class ScalarWriter:
 
 
 class Progress:
-    """A progress bar per epoch (tqdm when available and stderr is a terminal or forced)."""
+    """A progress bar per epoch (tqdm), or a plain line per epoch where tqdm is not installed (said once)."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, log=print):
         self.enabled = enabled
+        if enabled:
+            optional("tqdm", "progress bars (a line per epoch instead)", log)
 
     def epoch(self, framework: str, epoch: int, epochs: int, steps: int, losses: np.ndarray, seconds: float,
               batch_size: int) -> None:
@@ -135,7 +160,7 @@ class Progress:
 
 def train_run(framework: str, spec: str | ModelSpec | Graph, config: TrainConfig, out_dir, *, data: Data,
               resume: bool = False, overwrite: bool = False, progress: bool = False,
-              trainer_kwargs: dict | None = None, log=print) -> dict:
+              trainer_kwargs: dict | None = None, early_stop: int | None = None, log=print) -> dict:
     """Train (or resume) a run in ``out_dir``; return the metrics dict (also in ``out_dir/metrics.json``).
 
     With ``resume``, the checkpoint's spec, config and state are used (validated first: a checkpoint of
@@ -146,17 +171,19 @@ def train_run(framework: str, spec: str | ModelSpec | Graph, config: TrainConfig
     A new run refuses a directory that holds a run (``overwrite``: replace it), and the directory is
     locked while the run writes it (``RunLock``: a second writer is refused, naming the first). An epoch
     whose evaluation loss or weights are not finite is never written: training stops, the last good
-    checkpoint stays.
+    checkpoint stays. Every epoch with the lowest eval loss so far is also kept as ``best.safetensors``;
+    ``early_stop`` N stops training once N epochs in a row have not improved on the best eval loss
+    (``metrics["stopped_early"]`` says when and why).
     """
     spec = get_model(spec)
     if _process_index(framework) != 0:  # multi-host: process 0 alone checks, locks and writes the directory
-        return _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwargs, log)
+        return _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwargs, early_stop, log)
     if not resume:
         check_out_dir(out_dir, overwrite=overwrite)
     with RunLock(out_dir):
         if overwrite and not resume:
             clear_run(Path(out_dir))
-        return _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwargs, log)
+        return _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwargs, early_stop, log)
 
 
 def _process_index(framework: str) -> int:
@@ -168,7 +195,7 @@ def _process_index(framework: str) -> int:
     return jax.process_index()
 
 
-def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwargs, log) -> dict:
+def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwargs, early_stop, log) -> dict:
     run = RunDir(out_dir, framework, spec, config, data.settings())
     ckpt = _resume(run, log) if resume else None
     trainer = make_trainer(framework, spec, config, data, **(trainer_kwargs or {}))
@@ -181,8 +208,8 @@ def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwa
         run.path.mkdir(parents=True, exist_ok=True)
     else:
         run.metrics.update(written=False, process=process)
-    writer = ScalarWriter(run.path / "tensorboard") if writes else None
-    bar = Progress(progress and writes)
+    writer = ScalarWriter.open(run.path / TENSORBOARD, log) if writes else None
+    bar = Progress(progress and writes, log)
     try:
         for epoch in range(ckpt.epoch if ckpt else 0, config.epochs):
             t0 = time.perf_counter()
@@ -201,12 +228,21 @@ def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwa
                                          run.checkpoint if run.checkpoint.exists() else None,
                                          what=f"non-finite {what} after epoch {epoch + 1}, its step losses finite")
             record = run.add_epoch(epoch + 1, losses, eval_loss, seconds)
-            if not writes:
-                continue
-            run.write(epoch + 1, trainer.step, state, trainer.optimizer_state())
-            for tag in ("train_loss", "eval_loss", "samples_per_s"):
-                writer.add_scalar(f"{framework}/{tag}", record[tag], epoch + 1)
-            bar.epoch(framework, epoch, config.epochs, len(losses), losses, seconds, config.batch_size)
+            stale = epochs_without_improvement(run.epochs)
+            if early_stop is not None and stale >= early_stop:
+                run.metrics["stopped_early"] = {"after_epoch": epoch + 1, "patience": early_stop,
+                                                "best_epoch": epoch + 1 - stale}
+            if writes:
+                run.write(epoch + 1, trainer.step, state, trainer.optimizer_state())
+                if writer is not None:
+                    for tag in ("train_loss", "eval_loss", "samples_per_s"):
+                        writer.add_scalar(f"{framework}/{tag}", record[tag], epoch + 1)
+                bar.epoch(framework, epoch, config.epochs, len(losses), losses, seconds, config.batch_size)
+            if "stopped_early" in run.metrics:
+                best = best_epoch(run.epochs)
+                log(f"early stop after epoch {epoch + 1}: no better eval loss in {stale} epochs (the best: epoch "
+                    f"{best['epoch']}, {best['eval_loss']:.6f}, in {run.best})")
+                break
     finally:
         if writer is not None:
             writer.close()

@@ -56,7 +56,8 @@ def test_metrics_json_format(tmp_path, data):
     metrics = train_run("torch", "mlp9", TrainConfig(epochs=1, **CONFIG), tmp_path, data=data, log=lambda m: None)
     text = (tmp_path / "metrics.json").read_text()
     assert text == json.dumps(metrics, indent=1)
-    assert list(json.loads(text)) == ["framework", "preset", "spec", "config", "data", "epochs"]
+    assert list(json.loads(text)) == ["framework", "preset", "spec", "config", "data", "epochs", "best"]
+    assert metrics["best"] == {"epoch": 1, "eval_loss": metrics["epochs"][0]["eval_loss"], "file": "best.safetensors"}
     assert list(metrics["epochs"][0]) == ["epoch", "steps", "train_loss", "eval_loss", "time_s", "samples_per_s",
                                           "step_losses"]
 

@@ -21,7 +21,7 @@ def test_every_subcommand_dispatches_to_a_handler():
 
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == list(cli.HANDLERS) == ["demo", "train", "sweep", "validate", "bench", "parity", "diagnose",
-                                                             "port"]
+                                                             "port", "doctor"]
     assert cli.HANDLERS["train"] is commands.train
 
 

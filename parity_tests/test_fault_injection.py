@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from ae_core.training import load_checkpoint
+from ae_core.weights import read_metadata
 from ae_parity.rundir import read_run
 
 WORKER = Path(__file__).with_name("fault_worker.py")
@@ -65,6 +66,9 @@ def assert_equals_reference(d: Path, reference: Path) -> None:
     records = [{k: r[k] for k in RECORD} for r in strict((d / "metrics.json").read_text())["epochs"]]
     assert records == [{k: r[k] for k in RECORD} for r in strict((reference / "metrics.json").read_text())["epochs"]]
     assert read_run(d)[2] is None and temps(d) == []
+    # best.safetensors holds the reference's best epoch (a crash between the checkpoint and it is caught up)
+    best = min(strict((reference / "metrics.json").read_text())["epochs"], key=lambda r: r["eval_loss"])["epoch"]
+    assert read_metadata(d / "best.safetensors")["epoch"] == str(best), d
 
 
 def assert_recovered(work: Path, run: dict) -> None:
@@ -94,7 +98,10 @@ def test_kill_minus_9_at_random_instants(faults):
 
 def test_a_crash_just_before_every_write_step(faults):
     work, report = faults("steps")
-    assert report["steps"].count("replace") == 4  # a checkpoint and a metrics.json per epoch, 2 epochs
+    # per epoch a checkpoint, a best.safetensors (the eval loss improves in both epochs) and a metrics.json
+    evals = [r["eval_loss"] for r in strict((work / "reference" / "metrics.json").read_text())["epochs"]]
+    assert len(evals) == 2 and evals[1] < evals[0]
+    assert report["steps"].count("replace") == 6
     assert [r["status"] for r in report["runs"]] == [137] * len(report["steps"])
     for run in report["runs"]:
         assert_recovered(work, run)

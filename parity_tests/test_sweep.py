@@ -89,7 +89,9 @@ def test_sweep_command_writes_runs_summary_and_resumable_checkpoints(data_dir, t
     assert (ckpt.epoch, ckpt.config.seed, ckpt.config.optimizer.lr, ckpt.config.optimizer.name) == (2, 1, 1e-3, "sgd")
     metrics = json.loads((member / "metrics.json").read_text())
     assert metrics["sweep"] == {"init_seed": 1, "lr": 1e-3, "batch_order": "own", "models": 4}
-    assert list(metrics) == ["framework", "preset", "spec", "config", "data", "sweep", "epochs"]
+    assert list(metrics) == ["framework", "preset", "spec", "config", "data", "sweep", "epochs", "best"]
+    best = min(metrics["epochs"], key=lambda r: r["eval_loss"])["epoch"]  # every member keeps its best epoch too
+    assert metrics["best"]["epoch"] == best and load_checkpoint(member / "best.safetensors").epoch == best
     assert metrics["epochs"][-1]["eval_loss"] == rows["seed1-lr0.001"]["eval_loss"]
 
     # resume the member for a third epoch in torch, and train the same model alone for 3 epochs
