@@ -252,6 +252,10 @@ def ensure(data_dir: os.PathLike | str | None = None, source: str = "auto", *, m
 
     ``source="auto"`` uses full MNIST when present, tries to download it otherwise (unless
     ``$AE_PARITY_OFFLINE`` is set), and falls back to the offline sample, printing why.
+
+    Every call on "auto" without full MNIST tries the download again and prints the fallback again: a
+    command resolves the source once and passes the returned "full" or "sample" on, to every later read and
+    to its worker processes (``ae_parity.runner.load_data``, ``ae_parity.bench.side_by_side.run_bench``).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown MNIST source {source!r}; expected one of {SOURCES}")

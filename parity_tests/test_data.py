@@ -188,3 +188,73 @@ def test_a_mirror_serving_a_non_mnist_file_is_refused_before_writing(tmp_path, m
     with pytest.raises(MnistUnavailableError, match="wrong magic number 0x00000801 .expected 0x00000803."):
         mnist.ensure(tmp_path, "full", mirrors=(url,), md5=None, log=lambda m: None)
     assert not (mnist.raw_dir(tmp_path, "full") / "train-images-idx3-ubyte").exists()
+
+
+# ------------------------------------------------------------------ one message per command ----
+def test_bench_resolves_the_source_once_and_hands_its_workers_the_resolved_one(tmp_path, data_dir, monkeypatch,
+                                                                               capsys):
+    """``ae-parity bench`` without network: the fallback is said once. Its torch and JAX workers are processes
+    of their own; handed "auto", each would try the download again and say so again (the torch one twice:
+    its arrays and its tutorial DataLoader's dataset). Each worker's set-up runs here, in this process."""
+    from ae_parity.bench import side_by_side
+
+    monkeypatch.delenv("AE_PARITY_OFFLINE")
+    monkeypatch.setenv("AE_PARITY_MNIST_MIRRORS", _closed_port_url())
+    _copy_split(data_dir, mnist.raw_dir(tmp_path, "sample"))
+    handed = []
+
+    class Stop(Exception):
+        pass
+
+    class Workers:  # what each worker process does first: build its variants from the data it reads
+        def __init__(self, preset, config, source, data_dir, limit, include_loader):
+            for framework in ("torch", "jax"):
+                handed.append(source)
+                side_by_side._make_variants(framework, preset, config, source, data_dir, limit, include_loader)
+            raise Stop
+
+    monkeypatch.setattr(side_by_side, "_Workers", Workers)
+    with pytest.raises(Stop):
+        side_by_side.run_bench("shallow128", batch_sizes=(32,), epochs=1, source="auto", data_dir=tmp_path, limit=64)
+    err = capsys.readouterr().err
+    assert handed == ["sample", "sample"]
+    assert err.count("full MNIST unavailable, using the offline sample instead") == 1, err
+
+
+@pytest.mark.parametrize("hide", [(), ("tqdm", "tensorboard", "matplotlib")], ids=["extras", "no-extras"])
+def test_demo_without_network_says_each_thing_once_and_announces_each_step(tmp_path, hide):
+    """A fresh data folder, no network: the fallback and the sample's writing are said once each, no line
+    of the demo's output repeats, and every long step is announced (training: a line per epoch and
+    framework). Without the optional extras (each made impossible to import), what is skipped is said once
+    although both frameworks train."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, AE_PARITY_DATA=str(tmp_path / "data"), AE_PARITY_OFFLINE="",
+               AE_PARITY_MNIST_MIRRORS=_closed_port_url())
+    for name in hide:  # a package of that name first on the path, whose import fails as if not installed
+        (tmp_path / "hidden" / name).mkdir(parents=True)
+        (tmp_path / "hidden" / name / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{name}'\", name={name!r})\n")
+        env["PYTHONPATH"] = str(tmp_path / "hidden")
+    out = subprocess.run([sys.executable, "-m", "ae_parity.cli", "demo", "--preset", "shallow128", "--epochs", "2",
+                          "--limit", "64", "--out", str(tmp_path / "demo")], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("full MNIST unavailable, using the offline sample instead") == 1, out.stderr
+    assert out.stderr.count("OFFLINE SAMPLE: wrote") == 1, out.stderr
+    lines = [line.strip() for line in (out.stdout + "\n" + out.stderr).splitlines()]
+    lines = [line for line in lines if line.strip("-")]  # blank lines and the table's rule may repeat
+    assert not {line for line in lines if lines.count(line) > 1}, out.stdout + out.stderr
+    for framework in ("torch", "jax"):
+        for epoch in (1, 2):
+            assert f"[{framework}] epoch {epoch}/2" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    if hide:
+        for what in ("progress bars (a line per epoch instead)", "TensorBoard scalars", "pictures"):
+            assert out.stderr.count(f"{what} skipped: ") == 1, out.stderr
+        assert "3. pictures" not in out.stdout and not (tmp_path / "demo" / "latent.png").exists()
+    else:
+        assert out.stdout.index("3. pictures") < out.stdout.index("latent.png")
+        assert "skipped" not in out.stderr

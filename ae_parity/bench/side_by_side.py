@@ -232,7 +232,10 @@ def run_bench(preset: str = "mlp9", batch_sizes=(32, 256), epochs: int = 5, sour
               data_dir=None, include_loader: bool = True, limit: int | None = None, log=print) -> BenchReport:
     """The side-by-side bench (module docstring): fresh torch and JAX workers per batch size."""
     spec = get_spec(preset)
-    mnist.ensure(data_dir, source)  # fetch/write the files once, before the workers read them
+    # resolved once, here: the workers get "full" or "sample", never "auto" -- each worker is its own
+    # process, and on "auto" each would try the download again and print the fallback again (and could
+    # even read another source than this one if the network came back in between)
+    source, _ = mnist.ensure(data_dir, source)
     report = BenchReport("side_by_side", spec.name, epochs, host_machine())
     if include_loader and not has_image_loader(spec):
         include_loader = False
