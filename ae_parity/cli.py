@@ -10,7 +10,6 @@ loaded or built); 3 an internal failure (a bug: please report it). Each failure 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
 
@@ -19,6 +18,7 @@ from ae_core.mnist import SOURCES
 from ae_core.optim import OPTIMIZERS
 from ae_core.training import LOSSES
 
+from . import argtypes as T
 from . import commands, exits
 
 
@@ -28,50 +28,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {value}")
-        return value
-
-    return parse
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}") from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
-    return values
-
-
-MAX_SEED = 2 ** 32 - 1  # numpy's, torch's and JAX's generators all take it
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a seed, an integer 0..{MAX_SEED}, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a seed, an integer 0..{MAX_SEED}, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def _data_args(p):
@@ -80,77 +36,18 @@ def _data_args(p):
     p.add_argument("--data-dir", default=None, help="data folder (default: $AE_PARITY_DATA or ./data)")
 
 
-def _devices(text: str):
-    if text == "all":
-        return text
-    try:
-        return _positive(int)(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected 'all' or a positive device count, got {text!r}") from None
-
-
 def _scale_args(p):
     """Data parallelism over devices and hosts (JAX only)."""
     g = p.add_argument_group("devices and hosts (--framework jax)")
-    g.add_argument("--devices", type=_devices, default=None,
+    g.add_argument("--devices", type=T.devices, default=None,
                    help="'all' or a count: data-parallel over that many devices (jax.sharding mesh, batch split, "
                         "state replicated); default one device, or all in a multi-host run")
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="multi-host: process 0's address (with --num-processes and --process-id)")
-    g.add_argument("--num-processes", type=_positive(int), default=None, help="multi-host: how many processes")
+    g.add_argument("--num-processes", type=T.positive(int), default=None, help="multi-host: how many processes")
     g.add_argument("--process-id", type=int, default=None, help="multi-host: this process, 0..N-1")
     g.add_argument("--distributed", action="store_true",
                    help="multi-host with everything read from the cluster (Cloud TPU, Slurm, Open MPI, Kubernetes)")
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}") from None
-    if not values or not min(values) > 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}")
-    return values
-
-
-def _seed_list(text: str) -> list[int]:
-    from ae_jax.sweep import parse_seeds
-
-    try:
-        return parse_seeds(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _spec_file(text: str):
-    """``--spec FILE``: a :class:`~ae_core.spec.ModelSpec` from a JSON file (``spec.to_json()``, README "Your own
-    architecture") or from the metadata of a checkpoint / weights file (``.safetensors``) that records one."""
-    from pathlib import Path
-
-    from ae_core.spec import ModelSpec, SpecError
-    from ae_core.weights import CheckpointError, read_metadata
-
-    path = Path(text)
-    if path.suffix == ".safetensors":
-        try:
-            meta = read_metadata(path)
-        except CheckpointError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-        if "spec" not in meta:
-            hint = " (a model graph's run: give it with --graph)" if "graph" in meta else ""
-            raise argparse.ArgumentTypeError(f"{path}: records no model spec{hint}")
-        text = meta["spec"]
-    else:
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise argparse.ArgumentTypeError(f"{path}: file not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise argparse.ArgumentTypeError(f"{path}: cannot read ({e})") from None
-    try:
-        return ModelSpec.from_json(text)
-    except (SpecError, ValueError) as e:
-        raise argparse.ArgumentTypeError(f"{path}: {e}") from None
 
 
 def _preset_or_spec(p, default) -> None:
@@ -161,7 +58,7 @@ def _preset_or_spec(p, default) -> None:
     which.add_argument("--preset", choices=sorted(PRESETS), default=None,
                        help=f"a built-in model (default {default})" if default else "a built-in model")
     p.set_defaults(preset_default=default)
-    which.add_argument("--spec", type=_spec_file, default=None, metavar="FILE.json",
+    which.add_argument("--spec", type=T.spec_file, default=None, metavar="FILE.json",
                        help="a model spec of your own instead of --preset: JSON written by ModelSpec.to_json(), or "
                             "a checkpoint (.safetensors) whose model to train again")
 
@@ -171,36 +68,36 @@ def _model_args(p, *, resumable: bool = False, sweep: bool = False):
     with ``sweep``, lists of seeds and learning rates."""
     d = (lambda v: None) if resumable else (lambda v: v)
     _preset_or_spec(p, d(DEFAULT_PRESET))
-    p.add_argument("--batch-size", type=_positive(int), default=d(32))
+    p.add_argument("--batch-size", type=T.positive(int), default=d(32))
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=d("adam"))
     if sweep:
-        p.add_argument("--lr", type=_float_list, default=[1e-3], help="comma-separated learning rates (default 1e-3)")
+        p.add_argument("--lr", type=T.float_list, default=[1e-3], help="comma-separated learning rates (default 1e-3)")
     else:
-        p.add_argument("--lr", type=_positive(float), default=d(1e-3))
-    p.add_argument("--weight-decay", type=_non_negative_float, default=None,
+        p.add_argument("--lr", type=T.positive(float), default=d(1e-3))
+    p.add_argument("--weight-decay", type=T.non_negative_float, default=None,
                    help="default: torch's default for the optimizer (adam 0, adamw 1e-2, sgd 0)")
-    p.add_argument("--momentum", type=_non_negative_float, default=None, help="sgd only (default 0)")
+    p.add_argument("--momentum", type=T.non_negative_float, default=None, help="sgd only (default 0)")
     p.add_argument("--nesterov", action="store_true", default=None, help="sgd with momentum only")
     p.add_argument("--loss", choices=LOSSES, default=None,
                    help="mse, bce (from logits; needs a decoder ending in Sigmoid) or vae (BCE + KL; the vae "
                         "preset); default: vae for a VAE, else mse")
     if sweep:
-        p.add_argument("--seeds", type=_seed_list, default=[0], help="initial-weight seeds: 0-7, 0,3,5 or 0-3,10")
+        p.add_argument("--seeds", type=T.seed_list, default=[0], help="initial-weight seeds: 0-7, 0,3,5 or 0-3,10")
         p.add_argument("--batch-order", choices=("own", "shared"), default="own",
                        help="own: each model the batches of its seed (equals its solo run); shared: every model "
                             "the batches of --data-seed (gathered once, faster)")
-        p.add_argument("--data-seed", type=_seed, default=0, help="the batch order of --batch-order shared")
+        p.add_argument("--data-seed", type=T.seed, default=0, help="the batch order of --batch-order shared")
     else:
-        p.add_argument("--seed", type=_seed, default=d(0))
+        p.add_argument("--seed", type=T.seed, default=d(0))
     p.add_argument("--dtype", choices=DTYPES, default=d("float32"))
 
 
 def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="train a preset in both frameworks from the same start; table and pictures")
     _model_args(demo)
-    demo.add_argument("--epochs", type=_positive(int), default=10)
+    demo.add_argument("--epochs", type=T.positive(int), default=10)
     demo.set_defaults(lr=3e-3)
-    demo.add_argument("--limit", type=_positive(int), default=None, help="train on the first N examples only")
+    demo.add_argument("--limit", type=T.positive(int), default=None, help="train on the first N examples only")
     demo.add_argument("--out", default="runs/demo", help="where checkpoints, metrics and pictures go")
     _data_args(demo)
 
@@ -209,8 +106,8 @@ def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train one framework; checkpoint, metrics.json, TensorBoard scalars")
     train.add_argument("--framework", choices=("jax", "torch"), default="jax")
     _model_args(train, resumable=True)
-    train.add_argument("--epochs", type=_positive(int), default=None, help="total epochs (default 10)")
-    train.add_argument("--limit", type=_positive(int), default=None,
+    train.add_argument("--epochs", type=T.positive(int), default=None, help="total epochs (default 10)")
+    train.add_argument("--limit", type=T.positive(int), default=None,
                        help="train on the first N examples only (--resume: the run's, recorded in its checkpoint)")
     dest = train.add_mutually_exclusive_group(required=True)
     dest.add_argument("--out", help="run directory (new run)")
@@ -226,7 +123,7 @@ def _add_train(sub) -> None:
                        help="how ae_jax computes convolutions: XLA's own (plain), or as GEMMs (exact "
                             "reformulations, faster on XLA:CPU); auto: GEMMs on the CPU, plain elsewhere")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.add_argument("--early-stop", type=_positive(int), default=None, metavar="N",
+    train.add_argument("--early-stop", type=T.positive(int), default=None, metavar="N",
                        help="stop after N epochs in a row without a better eval loss (the best epoch is kept in "
                             "best.safetensors either way)")
     _graph_args(train)
@@ -246,7 +143,7 @@ def _graph_args(p):
     g.add_argument("--torch", default=None, metavar="FILE.py:NAME",
                    help="a torch nn.Module class, or a function returning the model (also module:NAME), traced on "
                         "a batch of the digits")
-    g.add_argument("--torch-kwargs", type=_json_object, default=None, metavar="JSON",
+    g.add_argument("--torch-kwargs", type=T.json_object, default=None, metavar="JSON",
                    help="keyword arguments for the --torch class or function, a JSON object: '{\"width\": 64}'")
     g.add_argument("--input-shape", default=None, metavar="SHAPE",
                    help="--torch: the per-example input shape, 784 values, e.g. 784 or 1,28,28 (default: the "
@@ -257,33 +154,14 @@ def _add_sweep(sub) -> None:
     sweep = sub.add_parser("sweep", help="train every (seed, lr) combination at once in JAX (vmap); per-model "
                                          "runs and a summary")
     _model_args(sweep, sweep=True)
-    sweep.add_argument("--epochs", type=_positive(int), default=10)
-    sweep.add_argument("--limit", type=_positive(int), default=None, help="train on the first N examples only")
-    sweep.add_argument("--devices", type=_devices, default=None,
+    sweep.add_argument("--epochs", type=T.positive(int), default=10)
+    sweep.add_argument("--limit", type=T.positive(int), default=None, help="train on the first N examples only")
+    sweep.add_argument("--devices", type=T.devices, default=None,
                        help="'all' or a count: split the models over that many devices (no communication)")
     sweep.add_argument("--out", default="runs/sweep", help="sweep directory: one run directory per model + summary.json")
     sweep.add_argument("--overwrite", action="store_true",
                        help="replace the sweep already in --out (refused without it)")
     _data_args(sweep)
-
-
-def _margin(text: str):
-    from .equivalence import parse_margin
-
-    try:
-        return parse_margin(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 0.5:
-        raise argparse.ArgumentTypeError(f"expected a level between 0 and 0.5, got {text!r}")
-    return value
 
 
 def _add_validate(sub) -> None:
@@ -292,23 +170,23 @@ def _add_validate(sub) -> None:
     val = sub.add_parser("validate", help="every seed trained in torch and in JAX (one vmapped sweep); a paired "
                                           "equivalence test (TOST) of the final eval losses; exit 0 = equivalent")
     _preset_or_spec(val, DEFAULT_PRESET)
-    val.add_argument("--seeds", type=_seed_list, default=list(range(8)),
+    val.add_argument("--seeds", type=T.seed_list, default=list(range(8)),
                      help="at least 2 seeds: 0-7 (default), 0,3,5 or 0-3,10; seed s is the same run in both")
-    val.add_argument("--epochs", type=_positive(int), default=10)
-    val.add_argument("--batch-size", type=_positive(int), default=32)
+    val.add_argument("--epochs", type=T.positive(int), default=10)
+    val.add_argument("--batch-size", type=T.positive(int), default=32)
     val.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
-    val.add_argument("--lr", type=_positive(float), default=1e-3)
-    val.add_argument("--weight-decay", type=_non_negative_float, default=None,
+    val.add_argument("--lr", type=T.positive(float), default=1e-3)
+    val.add_argument("--weight-decay", type=T.non_negative_float, default=None,
                      help="default: torch's default for the optimizer (adam 0, adamw 1e-2, sgd 0)")
-    val.add_argument("--momentum", type=_non_negative_float, default=None, help="sgd only (default 0)")
+    val.add_argument("--momentum", type=T.non_negative_float, default=None, help="sgd only (default 0)")
     val.add_argument("--nesterov", action="store_true", default=None, help="sgd with momentum only")
     val.add_argument("--loss", choices=LOSSES, default=None, help="default: vae for a VAE, else mse")
     val.add_argument("--dtype", choices=DTYPES, default="float32")
-    val.add_argument("--limit", type=_positive(int), default=None, help="train on the first N examples only")
-    val.add_argument("--margin", type=_margin, default=DEFAULT_MARGIN,
+    val.add_argument("--limit", type=T.positive(int), default=None, help="train on the first N examples only")
+    val.add_argument("--margin", type=T.margin, default=DEFAULT_MARGIN,
                      help="equivalence margin: a percentage of torch's mean final eval loss (e.g. 1%%), or an absolute "
                           "loss difference (e.g. 0.0005); default " + DEFAULT_MARGIN.replace("%", "%%"))
-    val.add_argument("--alpha", type=_alpha, default=DEFAULT_ALPHA, help=f"test level (default {DEFAULT_ALPHA})")
+    val.add_argument("--alpha", type=T.alpha, default=DEFAULT_ALPHA, help=f"test level (default {DEFAULT_ALPHA})")
     val.add_argument("--out", default="runs/validate", help="run directories of both frameworks, validate.json")
     val.add_argument("--plot", default=None, help="the eval-loss curves PNG (default OUT/eval_curves.png)")
     _data_args(val)
@@ -317,9 +195,9 @@ def _add_validate(sub) -> None:
 def _add_bench(sub) -> None:
     bench = sub.add_parser("bench", help="training speed side by side: tutorial loop, torch eager, jax step, jax scan")
     _preset_or_spec(bench, DEFAULT_PRESET)
-    bench.add_argument("--batch-sizes", type=_int_list, default=[32, 256], help="comma-separated (default 32,256)")
-    bench.add_argument("--epochs", type=_positive(int), default=5, help="timed epochs per variant (default 5)")
-    bench.add_argument("--limit", type=_positive(int), default=None, help="train on the first N examples only")
+    bench.add_argument("--batch-sizes", type=T.int_list, default=[32, 256], help="comma-separated (default 32,256)")
+    bench.add_argument("--epochs", type=T.positive(int), default=5, help="timed epochs per variant (default 5)")
+    bench.add_argument("--limit", type=T.positive(int), default=None, help="train on the first N examples only")
     bench.add_argument("--no-loader", action="store_true", help="skip the tutorial DataLoader variant")
     bench.add_argument("--json", default=None, help="also write the full report here")
     bench.add_argument("--markdown", action="store_true", help="print markdown tables (for docs/benchmarks.md)")
@@ -327,9 +205,9 @@ def _add_bench(sub) -> None:
     what.add_argument("--jax-only", action="store_true",
                       help="ae_jax alone, in this process: scan (precision highest and default) and step, compile "
                            "time (for accelerators)")
-    what.add_argument("--sweep", type=_positive(int), default=None, metavar="M",
+    what.add_argument("--sweep", type=T.positive(int), default=None, metavar="M",
                       help="a sweep of M models (vmap) against M sequential runs")
-    bench.add_argument("--size", type=_positive(int), default=None,
+    bench.add_argument("--size", type=T.positive(int), default=None,
                        help="MNIST-shaped data of this many examples (the digits repeated; e.g. 60000), "
                             "with --jax-only or --sweep")
     _data_args(bench)
@@ -344,30 +222,6 @@ def _add_parity(sub) -> None:
     _data_args(par)
 
 
-def _json_object(text: str) -> dict:
-    """A JSON object (keyword arguments) on the command line."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object of keyword arguments like "
-                                         f"'{{\"width\": 64}}', got a {type(value).__name__}: {text!r}")
-    return value
-
-
-def _noise(text: str) -> tuple[str, tuple[int, ...]]:
-    """``NAME=SHAPE`` (per example, e.g. ``eps=16`` or ``eps=4x7x7``): a forward argument of standard normal numbers."""
-    name, sep, shape = text.partition("=")
-    try:
-        dims = tuple(int(d) for d in shape.split("x")) if sep and name.isidentifier() else ()
-    except ValueError:
-        dims = ()
-    if not dims or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"expected NAME=SHAPE per example, e.g. eps=16 or eps=4x7x7, got {text!r}")
-    return name, dims
-
-
 def _add_diagnose(sub) -> None:
     diag = sub.add_parser("diagnose", help="where does a Flax port diverge from its torch original? layer by layer")
     diag.add_argument("--torch", required=True, metavar="FILE.py:NAME",
@@ -375,9 +229,9 @@ def _add_diagnose(sub) -> None:
     diag.add_argument("--flax", required=True, metavar="FILE.py:NAME",
                       help="the flax nnx.Module class, or a function returning the model (also module:NAME); "
                            "called with rngs=nnx.Rngs(0) if it takes rngs and --flax-kwargs has none")
-    diag.add_argument("--torch-kwargs", type=_json_object, default=None, metavar="JSON",
+    diag.add_argument("--torch-kwargs", type=T.json_object, default=None, metavar="JSON",
                       help="keyword arguments for the torch class or function, a JSON object: '{\"width\": 64}'")
-    diag.add_argument("--flax-kwargs", type=_json_object, default=None, metavar="JSON",
+    diag.add_argument("--flax-kwargs", type=T.json_object, default=None, metavar="JSON",
                       help="keyword arguments for the flax class or function, a JSON object")
     diag.add_argument("--rules", default=None, metavar="FILE.py:NAME",
                       help="conversion rules for your own NNX layer classes, {NNX class: (ParamRule, ...)} "
@@ -388,7 +242,7 @@ def _add_diagnose(sub) -> None:
     diag.add_argument("--input-shape", default=None,
                       help="per-example input shape, e.g. 784 or 1,28,28 (default: the torch class's "
                            "`input_shape` attribute, else 784)")
-    diag.add_argument("--batch-size", type=_positive(int), default=16)
+    diag.add_argument("--batch-size", type=T.positive(int), default=16)
     diag.add_argument("--flax-layout", choices=("nchw", "nhwc"), default="nchw",
                       help="nhwc: images go to the flax model channels-last")
     diag.add_argument("--flax-output-layout", choices=("nchw", "nhwc"), default=None,
@@ -396,10 +250,10 @@ def _add_diagnose(sub) -> None:
                            "say, else --flax-layout)")
     diag.add_argument("--mode", choices=("eval", "train"), default="eval")
     diag.add_argument("--dtype", choices=DTYPES, default="float64")
-    diag.add_argument("--tol", type=_positive(float), default=None,
+    diag.add_argument("--tol", type=T.positive(float), default=None,
                       help="one fixed relative tolerance for every row (default: 1e-10 in float64; float32 judged "
                            "against a float64 reference)")
-    diag.add_argument("--noise", type=_noise, action="append", default=[], metavar="NAME=SHAPE",
+    diag.add_argument("--noise", type=T.noise, action="append", default=[], metavar="NAME=SHAPE",
                       help="a forward argument both models take, e.g. the VAE's sampling noise: standard normal "
                            "numbers of shape (batch, *SHAPE), seeded (repeatable)")
     diag.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
@@ -407,7 +261,7 @@ def _add_diagnose(sub) -> None:
 
     port = sub.add_parser("port", help="a torch autoencoder as readable Flax NNX source, with its parity certificate")
     port.add_argument("torch", metavar="FILE.py:NAME", help="the torch nn.Module class, or a function returning it")
-    port.add_argument("--kwargs", "--torch-kwargs", dest="torch_kwargs", type=_json_object, default=None,
+    port.add_argument("--kwargs", "--torch-kwargs", dest="torch_kwargs", type=T.json_object, default=None,
                       metavar="JSON", help="keyword arguments for the class or function, a JSON object")
     port.add_argument("--out", required=True, help="the NNX source file to write (e.g. model_nnx.py)")
     port.add_argument("--class-name", default=None, help="the generated class's name (default: the torch class's)")
@@ -418,7 +272,7 @@ def _add_diagnose(sub) -> None:
                       help="the example batch: MNIST digits (data as for the other commands) or standard normals")
     port.add_argument("--input-shape", default=None,
                       help="per-example input shape, e.g. 784 or 1,28,28 (default: the class's `input_shape`, else 784)")
-    port.add_argument("--batch-size", type=_positive(int), default=8)
+    port.add_argument("--batch-size", type=T.positive(int), default=8)
     _data_args(port)
 
 

@@ -176,7 +176,8 @@ def validate(args) -> int:
         print(f"ae-parity validate: error: {e}", file=sys.stderr)
         return 1
     print(format_report(summary))
-    print(f"wrote {args.out}/validate.json, {summary['plot']}, {args.out}/torch/ and {args.out}/jax/ (one run "
+    picture = f"{summary['plot']}, " if summary["plot"] else ""
+    print(f"wrote {args.out}/validate.json, {picture}{args.out}/torch/ and {args.out}/jax/ (one run "
           "directory per seed)")
     return 0 if summary["verdict"] == "equivalent" else 1
 

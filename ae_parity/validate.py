@@ -95,7 +95,7 @@ def validate_run(spec: str | ModelSpec, config: TrainConfig, seeds, out_dir, *, 
 
     ``config`` is shared (its seed is replaced by each run's); ``jax_lr`` trains the JAX side at another
     learning rate -- a planted difference, to check that the test sees one (tests only)."""
-    from .runner import NonFiniteLossError
+    from .runner import NonFiniteLossError, optional
 
     spec, seeds, out = get_spec(spec), check_seeds(seeds), Path(out_dir)
     lr = config.optimizer.lr
@@ -112,7 +112,10 @@ def validate_run(spec: str | ModelSpec, config: TrainConfig, seeds, out_dir, *, 
     opt = config.optimizer
     title = (f"{spec.name}, {config.dtype}, {opt.name} lr {lr:g}, batch {config.batch_size}: eval loss of "
              f"{len(seeds)} seeds per framework")
-    plots.eval_curves(plot, torch_side["curves"], jax_side["curves"], title)
+    if optional("matplotlib", "the eval-curves picture", log):
+        plots.eval_curves(plot, torch_side["curves"], jax_side["curves"], title)
+    else:
+        plot = None
     summary = _summary(spec, config, seeds, data, torch_side, jax_side, torch_final, jax_final, margin, test, plot)
     if jax_lr is not None:
         summary["jax_lr"] = jax_lr
@@ -144,7 +147,7 @@ def _summary(spec, config, seeds, data, torch_side, jax_side, torch_final, jax_f
             "verdict": VERDICTS[test.equivalent],
             "curves": {"torch": {str(s): torch_side["curves"][s] for s in seeds},
                        "jax": {str(s): jax_side["curves"][s] for s in seeds}},
-            "time_s": {"torch": torch_side["time_s"], "jax": jax_side["time_s"]}, "plot": str(plot)}
+            "time_s": {"torch": torch_side["time_s"], "jax": jax_side["time_s"]}, "plot": None if plot is None else str(plot)}
 
 
 def _finite_or_text(tree):

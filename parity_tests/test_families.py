@@ -16,6 +16,8 @@ from flax import nnx
 
 import ae_jax
 import ae_torch
+import ae_torch.losses  # noqa: F401 (ae_torch.losses.* below; imported here, not by whichever test ran first)
+import ae_torch.train  # noqa: F401
 from ae_core import StateDictError, epoch_batches, get_spec, model_inputs
 from ae_core.noise import batch_noise, epoch_noise
 from ae_core.optim import OptimizerConfig

@@ -245,5 +245,5 @@ def test_train_refuses_a_bad_graph_with_one_line_and_exit_2(tmp_path, data_dir, 
         assert len(err) == 1 and err[0].startswith("ae-parity train: error: --graph" if path != code_first
                                                    else "ae-parity train: error: CodeFirst") and message in err[0], err
     assert _cli("--graph", code_first, "--preset", "mlp9", "--out", tmp_path / "x", data_dir=data_dir) == 2
-    assert "give one model, --preset, --graph or --torch" in capsys.readouterr().err
+    assert "give one model, --preset, --spec, --graph or --torch" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -47,7 +47,6 @@ def _bwd(res, cot):
         dz = jnp.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], -1)
         return (dz @ kt, dcp), dz
     (dh0, dc0), dzs = jax.lax.scan(body, (dhT, dcT), (dhs, acts, cprev, tcs), reverse=True)
-    H = k.shape[0]
     dk = jnp.einsum("tnh,tng->hg", hprev, dzs)
     db = dzs.sum((0, 1))
     return dzs, dh0, dc0, dk, db
@@ -65,7 +64,7 @@ for dt in (jnp.float64, jnp.float32):
     gf = jax.jit(jax.value_and_grad(functools.partial(loss, fused), argnums=(0, 1, 2, 3, 4)))
     vp, Gp = gp(*args); vf, Gf = gf(*args)
     err = max(float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(a)) + 1e-300)) for a, b in zip(Gp, Gf))
-    def tm(f):
+    def tm(f, args=args):
         jax.block_until_ready(f(*args)); ts = []
         for _ in range(9):
             t0 = time.perf_counter(); jax.block_until_ready(f(*args)); ts.append(time.perf_counter() - t0)
