@@ -32,7 +32,7 @@ def leaky_relu(input, negative_slope=0.01):
 
 
 def elu(input, alpha=1.0):
-    return jnp.where(input > 0, input, alpha * jnp.expm1(jnp.minimum(input, 0)))
+    return jax.nn.elu(input, alpha)
 
 
 def selu(input):
@@ -56,7 +56,10 @@ def tanh(input):
 
 
 def softplus(input, beta=1.0, threshold=20.0):
-    return jnp.where(input * beta > threshold, input, jnp.log1p(jnp.exp(beta * input)) / beta)
+    # torch's formula, its values bit for bit; the clamp keeps the branch not taken finite, whose exp would
+    # overflow (beta * input above ~88 in float32) and leak a NaN into the gradient through the where
+    linear = input * beta > threshold
+    return jnp.where(linear, input, jnp.log1p(jnp.exp(jnp.where(linear, threshold, beta * input))) / beta)
 
 
 def softmax(input, dim=None):

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 
 
 def _bce_with_logits(logits: jax.Array, target: jax.Array) -> jax.Array:
-    """Elementwise, torch's stable form: max(l, 0) - l*t + log1p(exp(-|l|))."""
-    return jnp.maximum(logits, 0) - logits * target + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    """Elementwise, torch's form (``binary_cross_entropy_with_logits`` in torch 2.x): (1 - t) l - log_sigmoid(l).
+    Not ``optax.sigmoid_binary_cross_entropy``, whose two log_sigmoid terms round differently from torch."""
+    return (1 - target) * logits - jax.nn.log_sigmoid(logits)
 
 
 def mse(model, x: jax.Array, target: jax.Array, noise=None) -> jax.Array:
