@@ -134,28 +134,37 @@ class ScalarWriter:
 
 
 class Progress:
-    """A progress bar per epoch (tqdm), or a plain line per epoch where tqdm is not installed (said once)."""
+    """One progress bar over the run's epochs (tqdm: epochs done, time per epoch, the last epoch's loss and
+    samples/s; an epoch is one compiled program, so there is nothing to show between its steps), or a plain
+    line per epoch where tqdm is not installed (said once)."""
 
     def __init__(self, enabled: bool, log=print):
         self.enabled = enabled
-        if enabled:
-            optional("tqdm", "progress bars (a line per epoch instead)", log)
+        self._bar = None
+        self._tqdm = enabled and optional("tqdm", "progress bars (a line per epoch instead)", log)
 
     def epoch(self, framework: str, epoch: int, epochs: int, steps: int, losses: np.ndarray, seconds: float,
               batch_size: int) -> None:
         if not self.enabled:
             return
         rate = steps * batch_size / seconds if seconds > 0 else float("inf")
-        try:
-            from tqdm import tqdm
-        except ImportError:
+        if not self._tqdm:
             print(f"[{framework}] epoch {epoch + 1}/{epochs}: {steps} steps, loss {losses.mean():.5f}, "
                   f"{rate:,.0f} samples/s", file=sys.stderr)
             return
-        with tqdm(total=steps, desc=f"[{framework}] epoch {epoch + 1}/{epochs}", unit="step", file=sys.stderr,
-                  leave=True, dynamic_ncols=True) as bar:
-            bar.set_postfix_str(f"loss {losses.mean():.5f}, {rate:,.0f} samples/s")
-            bar.update(steps)
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=epochs, initial=epoch, desc=f"[{framework}] epoch", unit="epoch",
+                             file=sys.stderr, dynamic_ncols=True, mininterval=0, miniters=1,
+                             bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}, {rate_fmt}{postfix}")
+        self._bar.set_postfix_str(f"loss {losses.mean():.5f}, {steps} steps, {rate:,.0f} samples/s", refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def train_run(framework: str, spec: str | ModelSpec | Graph, config: TrainConfig, out_dir, *, data: Data,
@@ -244,6 +253,7 @@ def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwa
                     f"{best['epoch']}, {best['eval_loss']:.6f}, in {run.best})")
                 break
     finally:
+        bar.close()
         if writer is not None:
             writer.close()
     return run.metrics

@@ -242,6 +242,8 @@ def run_bench(preset: str = "mlp9", batch_sizes=(32, 256), epochs: int = 5, sour
         report.skipped.append(f"tutorial DataLoader: it reads images, and {spec.name} eats {spec.input}")
         log(f"skipped the {report.skipped[-1]}")
     for bs in batch_sizes:
+        log(f"batch {bs}: starting a torch and a jax worker, building and compiling every variant, then "
+            f"{epochs} timed epochs each, interleaved ...")
         workers = _Workers(preset, bench_config(epochs, bs, spec), source, data_dir, limit, include_loader)
         try:
             tinfo, jinfo = workers.info["torch"], workers.info["jax"]
