@@ -14,10 +14,13 @@ CONSTRAINTS ?= constraints.txt
 ifeq ($(strip $(CONSTRAINTS)),)
 STAMP    := $(VENV)/.installed-unpinned
 PIP_PINS := --upgrade --upgrade-strategy eager
+BUILD_PINS :=
 export AE_PARITY_UNPINNED := 1
 else
 STAMP    := $(VENV)/.installed
 PIP_PINS := --constraint $(CONSTRAINTS)
+# the isolated build of ae-parity itself takes the pinned setuptools too (pip >= 25.3, installed first)
+BUILD_PINS := --build-constraint $(CONSTRAINTS)
 endif
 
 .PHONY: demo test bench venv constraints clean
@@ -31,7 +34,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	rm -f $(VENV)/.installed $(VENV)/.installed-unpinned
 	$(PY) -m pip install --quiet --upgrade $(PIP_PINS) pip
-	PYTHONWARNINGS='ignore:Editable installation' $(PY) -m pip install --quiet $(PIP_PINS) -e '.[dev]'
+	PYTHONWARNINGS='ignore:Editable installation' $(PY) -m pip install --quiet $(PIP_PINS) $(BUILD_PINS) -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

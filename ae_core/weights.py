@@ -243,12 +243,12 @@ def _opened(path: os.PathLike | str):
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():  # safe_open says only "No such device" here
+        raise CheckpointError(f"{path}: cannot read (a directory, not a file)")
     try:
         handle = safe_open(path, framework="numpy")
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: cannot read (a directory)") from None
     except (SafetensorError, ValueError, OverflowError, RuntimeError) as e:
         raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
     except OSError as e:

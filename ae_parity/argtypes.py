@@ -96,7 +96,8 @@ def spec_file(text: str):
         except CheckpointError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
         if "spec" not in meta:
-            hint = " (a model graph's run: give it with --graph)" if "graph" in meta else ""
+            hint = (" (a model graph's run: continue it with --resume, or give its graph JSON with --graph)"
+                    if "graph" in meta else "")
             raise argparse.ArgumentTypeError(f"{path}: records no model spec{hint}")
         text = meta["spec"]
     else:
@@ -107,9 +108,12 @@ def spec_file(text: str):
         except (OSError, UnicodeDecodeError) as e:
             raise argparse.ArgumentTypeError(f"{path}: cannot read ({e})") from None
     try:
-        return ModelSpec.from_json(text)
+        spec = ModelSpec.from_json(text)
     except (SpecError, ValueError) as e:
         raise argparse.ArgumentTypeError(f"{path}: {e}") from None
+    if not isinstance(spec.name, str) or not spec.name.strip():
+        raise argparse.ArgumentTypeError(f"{path}: the spec's name must be a non-empty string, got {spec.name!r}")
+    return spec
 
 
 def margin(text: str):

@@ -39,6 +39,7 @@ def _resumed_config(args):
     """``train --resume``: the checkpoint's spec and config; a flag given that contradicts them is an error."""
     from pathlib import Path
 
+    from ae_core import get_spec
     from ae_core.training import CHECKPOINT_FORMAT, TrainConfig, load_checkpoint
 
     from .ported import model_from_args
@@ -57,6 +58,9 @@ def _resumed_config(args):
                                        and spec_given.same_architecture(ckpt.spec)):
         conflicts.append(f"--spec {spec_given.name} (the run trained {ckpt.spec.name}, another architecture)")
     preset = None if spec_given is not None else args.preset
+    if preset is not None and preset == ckpt.spec.name and not get_spec(preset).same_architecture(ckpt.spec):
+        conflicts.append(f"--preset {preset} (the run trained a model of its own named {preset!r}, another "
+                         f"architecture: resume without --preset)")
     for name, value, was in (("preset", preset, ckpt.spec.name), ("dtype", args.dtype, saved.dtype),
                              ("batch-size", args.batch_size, saved.batch_size), ("seed", args.seed, saved.seed),
                              ("loss", args.loss, saved.loss)):
@@ -94,6 +98,7 @@ def _new_config(args):
 
 def train(args) -> int:
     """``ae-parity train``: one framework, a new run (--out) or a resumed one (--resume)."""
+    import importlib.util
     from pathlib import Path
 
     from .runner import load_data, train_run
@@ -124,9 +129,10 @@ def train(args) -> int:
         from .rundir import BEST, CHECKPOINT, METRICS, TENSORBOARD
 
         best = metrics["best"]
-        wrote = [f"{out}/{CHECKPOINT}", f"{out}/{BEST} (epoch {best['epoch']}, eval loss {best['eval_loss']:.6f})",
-                 f"{out}/{METRICS}"] + ([f"{out}/{TENSORBOARD}/"] if (Path(out) / TENSORBOARD).is_dir() else [])
-        print("wrote " + ", ".join(wrote))
+        kept = [f"{out}/{BEST} (epoch {best['epoch']}, eval loss {best['eval_loss']:.6f})"] if best["file"] else []
+        scalars = (Path(out) / TENSORBOARD).is_dir() and importlib.util.find_spec("tensorboard") is not None
+        print("wrote " + ", ".join([f"{out}/{CHECKPOINT}", *kept, f"{out}/{METRICS}"]
+                                   + ([f"{out}/{TENSORBOARD}/"] if scalars else [])))
     else:
         print(f"process {metrics['process']}: nothing written (process 0 writes the run directory)")
     return 0

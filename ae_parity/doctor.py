@@ -48,6 +48,8 @@ def _jax() -> dict:
         devices, backend = [_problem(e)], "unknown"
     return {"status": "ok", "default_backend": backend, "devices": devices,
             "default_matmul_precision": str(jax.config.jax_default_matmul_precision or "default (backend's)"),
+            # XLA:CPU runs its intra-op work on one thread per usable CPU (cpus_usable above) unless XLA_FLAGS
+            # says otherwise (environment below)
             "x64_enabled": bool(jax.config.jax_enable_x64)}
 
 
@@ -64,6 +66,17 @@ def _torch() -> dict:
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32, "mkldnn": torch.backends.mkldnn.is_available()}
 
 
+def _blas() -> list[str]:
+    """The native thread pools loaded in this process (BLAS, OpenMP) and their thread counts (threadpoolctl,
+    where installed: a dependency of the extras)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ["unknown (threadpoolctl not installed)"]
+    return [f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('prefix')}): {p.get('num_threads')} threads"
+            for p in threadpool_info()]
+
+
 def report() -> dict:
     """Everything ``doctor`` prints, as a dict."""
     try:
@@ -74,7 +87,7 @@ def report() -> dict:
             "cpus_usable": cpus, "packages": {name: _version(name) for name in PACKAGES},
             "optional": {name: _version(name) for name in EXTRAS},
             "environment": {k: os.environ[k] for k in ENV if k in os.environ},
-            "jax": _jax(), "torch": _torch()}
+            "jax": _jax(), "torch": _torch(), "thread_pools": _blas()}
 
 
 def render(r: dict) -> str:
@@ -86,6 +99,7 @@ def render(r: dict) -> str:
         status = info.pop("status")
         lines.append(f"{framework}: {status}")
         lines += [f"  {k:<26} {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in info.items()]
+    lines.append("native thread pools (after importing both): " + ("; ".join(r["thread_pools"]) or "none loaded"))
     missing = [k for k, v in r["packages"].items() if v == MISSING and k != "ae-parity"]
     missing += [k for k in ("jax", "torch") if r[k]["status"] not in ("ok", MISSING)]
     if missing:

@@ -158,13 +158,24 @@ def epochs_without_improvement(records: list[dict]) -> int:
     return 0 if best is None else records[-1]["epoch"] - best["epoch"]
 
 
-def with_best(metrics: dict) -> dict:
-    """``metrics`` with its "best" entry (epoch, eval loss, file) from its epoch records."""
+def with_best(metrics: dict, kept: int | None) -> dict:
+    """``metrics`` with its "best" entry from its epoch records: the epoch, its eval loss, and "file" --
+    best.safetensors where that file holds this epoch (``kept``: the epoch it holds), else None (the
+    epoch's weights were not kept: a run begun by an older ae-parity)."""
     best = best_epoch(metrics["epochs"])
     metrics.pop("best", None)
     if best is not None:
-        metrics["best"] = {"epoch": best["epoch"], "eval_loss": best["eval_loss"], "file": BEST}
+        metrics["best"] = {"epoch": best["epoch"], "eval_loss": best["eval_loss"],
+                           "file": BEST if kept == best["epoch"] else None}
     return metrics
+
+
+def kept_epoch(path: Path) -> int | None:
+    """The epoch a best.safetensors holds (its metadata), None where it is missing or unreadable."""
+    try:
+        return int(read_metadata(path).get("epoch", ""))
+    except (CheckpointError, ValueError):
+        return None
 
 
 def read_metrics(path: Path) -> tuple[dict | None, str | None]:
@@ -223,6 +234,7 @@ class RunDir:
         self.framework, self.spec, self.config, self.data = framework, spec, config, data
         self.sweep = sweep
         self.metrics = metrics_header(framework, spec, config, data, sweep=sweep)
+        self.kept: int | None = None  # the epoch best.safetensors holds
 
     @property
     def checkpoint(self) -> Path:
@@ -244,15 +256,25 @@ class RunDir:
         """The checkpoint, validated against this run's spec and dtype."""
         return load_checkpoint(self.checkpoint, spec=self.spec, dtype=self.config.dtype)
 
-    def resume_epochs(self, ckpt: Checkpoint, log=print) -> None:
+    def resume_epochs(self, ckpt: Checkpoint, log=print, writes: bool = True) -> None:
         """Resume: the epoch records up to the checkpoint's epoch, from the checkpoint; a metrics.json that
         disagrees is rewritten from them (saying so). A checkpoint written without records (by an older
-        ae-parity) takes them from metrics.json, or is refused in one line when that is unreadable."""
+        ae-parity) takes them from metrics.json, or is refused in one line when that is unreadable.
+        best.safetensors is caught up where the checkpoint's epoch is the best and the file missed it (a
+        crash between the two writes). ``writes`` False (a multi-host run's other processes): read only."""
         _, epochs, problem = reconcile(self.path, ckpt)
         self.metrics["epochs"] = [dict(r) for r in epochs]
-        if self._best_behind(ckpt):
-            self._write_best(ckpt, best_epoch(self.epochs))
-            log(f"{self.best} did not hold the best epoch ({ckpt.epoch}): rewritten from {self.checkpoint}")
+        self.kept = kept_epoch(self.best)
+        if not writes:
+            return
+        best = best_epoch(self.epochs)
+        if best is not None and self.kept != best["epoch"]:
+            if best["epoch"] == ckpt.epoch:
+                self._write_best(ckpt, best)
+                log(f"{self.best} did not hold the best epoch ({ckpt.epoch}): rewritten from {self.checkpoint}")
+            else:
+                log(f"{self.best}: the best epoch so far ({best['epoch']}, eval loss {best['eval_loss']:.6f}) was "
+                    f"not kept (a run begun by an older ae-parity); the file will hold the next epoch that beats it")
         if problem is not None:
             self.write_metrics()
             log(f"{self.metrics_path} {problem}: rebuilt from {self.checkpoint} (epochs 1-{ckpt.epoch})"
@@ -282,21 +304,12 @@ class RunDir:
 
     def _write_best(self, ckpt: Checkpoint, best: dict) -> None:
         save_checkpoint(self.best, dataclasses.replace(ckpt, extra={"role": "best", "eval_loss": repr(best["eval_loss"])}))
-
-    def _best_behind(self, ckpt: Checkpoint) -> bool:
-        """Whether the checkpoint's epoch is the run's best and best.safetensors does not hold it (a crash
-        between the two writes)."""
-        best = best_epoch(self.epochs)
-        if best is None or best["epoch"] != ckpt.epoch:
-            return False
-        try:
-            return read_metadata(self.best).get("epoch") != str(ckpt.epoch)
-        except CheckpointError:  # missing or unreadable
-            return True
+        self.kept = best["epoch"]
 
     def write_metrics(self) -> None:
         # strict JSON: a NaN or inf never reaches the file (train_run refuses such an epoch before writing)
-        atomic_write(self.metrics_path, json.dumps(with_best(self.metrics), indent=1, allow_nan=False).encode())
+        atomic_write(self.metrics_path,
+                     json.dumps(with_best(self.metrics, self.kept), indent=1, allow_nan=False).encode())
 
 
 def read_run(path) -> tuple[Checkpoint, dict, str | None]:
@@ -310,4 +323,4 @@ def read_run(path) -> tuple[Checkpoint, dict, str | None]:
         return ckpt, saved, None
     metrics = metrics_header(ckpt.framework, ckpt.spec, ckpt.config, ckpt.data, **(ckpt.run or {}))
     metrics["epochs"] = epochs
-    return ckpt, with_best(metrics), problem
+    return ckpt, with_best(metrics, kept_epoch(path / BEST)), problem

@@ -114,7 +114,14 @@ class ScalarWriter:
 
     @classmethod
     def open(cls, logdir: Path, log) -> "ScalarWriter | None":
-        return cls(logdir) if optional("tensorboard", "TensorBoard scalars", log) else None
+        if not optional("tensorboard", "TensorBoard scalars", log):
+            return None
+        try:
+            return cls(logdir)
+        except Exception as e:  # an installed but broken tensorboard (e.g. a protobuf it cannot use): skip it
+            log(f"TensorBoard scalars skipped: tensorboard is installed but does not work here "
+                f"({type(e).__name__}: {e})")
+            return None
 
     def __init__(self, logdir: Path):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -143,6 +150,15 @@ class Progress:
         self._bar = None
         self._tqdm = enabled and optional("tqdm", "progress bars (a line per epoch instead)", log)
 
+    def start(self, framework: str, first: int, epochs: int) -> None:
+        """The bar, before the first epoch (which compiles): epochs ``first`` of ``epochs`` done."""
+        if self.enabled and self._tqdm and first < epochs:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=epochs, initial=first, desc=f"[{framework}] epoch", unit="epoch",
+                             file=sys.stderr, dynamic_ncols=True, mininterval=0, miniters=1,
+                             bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}, {rate_fmt}{postfix}")
+
     def epoch(self, framework: str, epoch: int, epochs: int, steps: int, losses: np.ndarray, seconds: float,
               batch_size: int) -> None:
         if not self.enabled:
@@ -153,11 +169,7 @@ class Progress:
                   f"{rate:,.0f} samples/s", file=sys.stderr)
             return
         if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=epochs, initial=epoch, desc=f"[{framework}] epoch", unit="epoch",
-                             file=sys.stderr, dynamic_ncols=True, mininterval=0, miniters=1,
-                             bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}, {rate_fmt}{postfix}")
+            self.start(framework, epoch, epochs)
         self._bar.set_postfix_str(f"loss {losses.mean():.5f}, {steps} steps, {rate:,.0f} samples/s", refresh=False)
         self._bar.update(1)
 
@@ -206,7 +218,8 @@ def _process_index(framework: str) -> int:
 
 def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwargs, early_stop, log) -> dict:
     run = RunDir(out_dir, framework, spec, config, data.settings())
-    ckpt = _resume(run, log) if resume else None
+    # multi-host: process 0 alone writes the run directory, resuming included
+    ckpt = _resume(run, log, writes=_process_index(framework) == 0) if resume else None
     trainer = make_trainer(framework, spec, config, data, **(trainer_kwargs or {}))
     if ckpt is not None:
         trainer.load_state(ckpt.model, ckpt.optim, ckpt.step)
@@ -219,8 +232,10 @@ def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwa
         run.metrics.update(written=False, process=process)
     writer = ScalarWriter.open(run.path / TENSORBOARD, log) if writes else None
     bar = Progress(progress and writes, log)
+    first = ckpt.epoch if ckpt else 0
     try:
-        for epoch in range(ckpt.epoch if ckpt else 0, config.epochs):
+        bar.start(framework, first, config.epochs)
+        for epoch in range(first, config.epochs):
             t0 = time.perf_counter()
             losses = trainer.train_epoch(epoch)
             seconds = time.perf_counter() - t0
@@ -238,7 +253,7 @@ def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwa
                                          what=f"non-finite {what} after epoch {epoch + 1}, its step losses finite")
             record = run.add_epoch(epoch + 1, losses, eval_loss, seconds)
             stale = epochs_without_improvement(run.epochs)
-            if early_stop is not None and stale >= early_stop:
+            if early_stop is not None and stale >= early_stop and epoch + 1 < config.epochs:
                 run.metrics["stopped_early"] = {"after_epoch": epoch + 1, "patience": early_stop,
                                                 "best_epoch": epoch + 1 - stale}
             if writes:
@@ -248,9 +263,11 @@ def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwa
                         writer.add_scalar(f"{framework}/{tag}", record[tag], epoch + 1)
                 bar.epoch(framework, epoch, config.epochs, len(losses), losses, seconds, config.batch_size)
             if "stopped_early" in run.metrics:
+                bar.close()  # the message on a line of its own, after the bar
                 best = best_epoch(run.epochs)
+                where = f", in {run.best}" if writes and run.kept == best["epoch"] else ""
                 log(f"early stop after epoch {epoch + 1}: no better eval loss in {stale} epochs (the best: epoch "
-                    f"{best['epoch']}, {best['eval_loss']:.6f}, in {run.best})")
+                    f"{best['epoch']}, {best['eval_loss']:.6f}{where})")
                 break
     finally:
         bar.close()
@@ -259,7 +276,7 @@ def _train(framework, spec, config, out_dir, data, resume, progress, trainer_kwa
     return run.metrics
 
 
-def _resume(run: RunDir, log) -> Checkpoint:
+def _resume(run: RunDir, log, writes: bool = True) -> Checkpoint:
     """The run's checkpoint, checked against the run's config; the run keeps its earlier epoch records."""
     ckpt, config = run.load_checkpoint(), run.config
     if ckpt.config.optimizer != config.optimizer or (ckpt.config.batch_size, ckpt.config.seed, ckpt.config.loss) != (
@@ -267,7 +284,7 @@ def _resume(run: RunDir, log) -> Checkpoint:
         raise UsageError(f"{run.checkpoint}: the run was trained with {ckpt.config.to_json()}; resuming needs the "
                          f"same optimizer, batch size, seed and loss")
     check_same_data(run.checkpoint, ckpt.data, run.data)
-    run.resume_epochs(ckpt, log)  # a metrics.json that disagrees is rebuilt, even where nothing is left to train
+    run.resume_epochs(ckpt, log, writes)  # a metrics.json that disagrees is rebuilt, even where nothing is left to train
     if ckpt.epoch >= config.epochs:
         raise UsageError(f"{run.checkpoint} already holds {ckpt.epoch} epochs; ask for more than that to resume")
     log(f"resuming {ckpt.framework} checkpoint {run.checkpoint} (epoch {ckpt.epoch}, step {ckpt.step}) "

@@ -237,7 +237,7 @@ def test_demo_without_network_says_each_thing_once_and_announces_each_step(tmp_p
         (tmp_path / "hidden" / name).mkdir(parents=True)
         (tmp_path / "hidden" / name / "__init__.py").write_text(
             f"raise ModuleNotFoundError(\"No module named '{name}'\", name={name!r})\n")
-        env["PYTHONPATH"] = str(tmp_path / "hidden")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path / "hidden"), env.get("PYTHONPATH")) if p)
     out = subprocess.run([sys.executable, "-m", "ae_parity.cli", "demo", "--preset", "shallow128", "--epochs", "2",
                           "--limit", "64", "--out", str(tmp_path / "demo")], capture_output=True, text=True,
                          env=env, timeout=600)

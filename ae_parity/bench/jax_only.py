@@ -25,6 +25,7 @@ def run_jax_bench(preset: str = "mlp9", batch_sizes=(32, 256), epochs: int = 5, 
     x = sized(data.x_train, size)
     report = BenchReport("jax", spec.name, epochs, jax_machine(), data=data.source, n_train=len(x))
     for bs in batch_sizes:
+        log(f"batch {bs}: building and compiling each variant, then {epochs} timed epochs each ...")
         config = bench_config(epochs, bs, spec)
         trainers = {"scan epoch (highest)": (Trainer(spec, config, x, precision="highest", mode="scan"), "scan"),
                     "scan epoch (default)": (Trainer(spec, config, x, precision="default", mode="scan"), "scan"),

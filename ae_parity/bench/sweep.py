@@ -52,6 +52,8 @@ def run_sweep_bench(preset: str = "mlp9", models: int = 8, batch_sizes=(32, 256)
     report.machine["matmul_gflops"] = rate
     with matmul_precision("highest"):  # the solo runs, the sweeps and the AOT compiles alike
         for bs in batch_sizes:
+            log(f"batch {bs}: {models} solo runs and the sweeps of {models}, compiling, then {epochs} timed "
+                f"epochs each ...")
             config = bench_config(epochs, bs, spec)
             solos = [Trainer(spec, dataclasses.replace(config, seed=m.seed), x, mode="scan") for m in members]
             sweeps = {order: SweepTrainer(spec, config, members, x, batch_order=order) for order in ("own", "shared")}
