@@ -10,17 +10,22 @@ import json
 MAX_SEED = 2 ** 32 - 1  # numpy's, torch's and JAX's generators all take it
 
 
-def positive(kind):
+def checked(kind, ok, expected: str):
+    """A converter: ``kind(text)``, which must satisfy ``ok``; otherwise "expected <expected>, got ..."."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):  # written so that NaN fails it too
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
 
     return parse
+
+
+def positive(kind):
+    return checked(kind, lambda v: v > 0, f"a positive {kind.__name__}")
 
 
 def int_list(text: str) -> list[int]:
@@ -33,24 +38,8 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a seed, an integer 0..{MAX_SEED}, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a seed, an integer 0..{MAX_SEED}, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+seed = checked(int, lambda v: 0 <= v <= MAX_SEED, f"a seed, an integer 0..{MAX_SEED}")
+non_negative_float = checked(float, lambda v: v >= 0, "a number >= 0")
 
 
 def devices(text: str):
