@@ -295,18 +295,11 @@ def _add_doctor(sub) -> None:
     doc.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ae-parity")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown (not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ae-parity", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    from .doctor import version_of
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version_of('ae-parity')}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_demo, _add_train, _add_sweep, _add_validate, _add_bench, _add_parity, _add_diagnose,
                 _add_doctor):  # the --help order

@@ -20,7 +20,8 @@ ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "JAX_PLATFORMS", "JAX_
 MISSING = "not installed"
 
 
-def _version(name: str) -> str:
+def version_of(name: str) -> str:
+    """An installed distribution's version, or "not installed"."""
     try:
         return version(name)
     except PackageNotFoundError:
@@ -33,7 +34,7 @@ def _problem(e: BaseException) -> str:
 
 def _import_failure(name: str, e: Exception) -> dict:
     """A framework that does not import: not installed, or installed and broken (the error, in one line)."""
-    return {"status": MISSING if _version(name) == MISSING else _problem(e)}
+    return {"status": MISSING if version_of(name) == MISSING else _problem(e)}
 
 
 def _jax() -> dict:
@@ -84,8 +85,8 @@ def report() -> dict:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
-            "cpus_usable": cpus, "packages": {name: _version(name) for name in PACKAGES},
-            "optional": {name: _version(name) for name in EXTRAS},
+            "cpus_usable": cpus, "packages": {name: version_of(name) for name in PACKAGES},
+            "optional": {name: version_of(name) for name in EXTRAS},
             "environment": {k: os.environ[k] for k in ENV if k in os.environ},
             "jax": _jax(), "torch": _torch(), "thread_pools": _blas()}
 

@@ -161,6 +161,7 @@ class Progress:
 
     def epoch(self, framework: str, epoch: int, epochs: int, steps: int, losses: np.ndarray, seconds: float,
               batch_size: int) -> None:
+        """One epoch done (after :meth:`start`)."""
         if not self.enabled:
             return
         rate = steps * batch_size / seconds if seconds > 0 else float("inf")
@@ -168,8 +169,6 @@ class Progress:
             print(f"[{framework}] epoch {epoch + 1}/{epochs}: {steps} steps, loss {losses.mean():.5f}, "
                   f"{rate:,.0f} samples/s", file=sys.stderr)
             return
-        if self._bar is None:
-            self.start(framework, epoch, epochs)
         self._bar.set_postfix_str(f"loss {losses.mean():.5f}, {steps} steps, {rate:,.0f} samples/s", refresh=False)
         self._bar.update(1)
 

@@ -35,3 +35,17 @@ def assert_port_agrees(report, dtype: str) -> None:
         assert max(e.max_abs for e in report.entries if e.stage == "forward") <= 1e-12, report.table()
     else:
         assert all(e.kind == "ref" for e in report.entries if e.stage in ("forward", "grad", "step"))
+
+
+def hide_modules(folder, names, env: dict) -> dict:
+    """``env`` for a subprocess in which the modules ``names`` cannot be imported, as if not installed: a
+    package of each name in ``folder``, first on ``PYTHONPATH``, whose import raises ModuleNotFoundError."""
+    import os
+    from pathlib import Path
+
+    folder = Path(folder)
+    for name in names:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{name}'\", name={name!r})\n")
+    return dict(env, PYTHONPATH=os.pathsep.join(p for p in (str(folder), env.get("PYTHONPATH")) if p))

@@ -231,13 +231,12 @@ def test_demo_without_network_says_each_thing_once_and_announces_each_step(tmp_p
     import subprocess
     import sys
 
+    from helpers import hide_modules
+
     env = dict(os.environ, AE_PARITY_DATA=str(tmp_path / "data"), AE_PARITY_OFFLINE="",
                AE_PARITY_MNIST_MIRRORS=_closed_port_url())
-    for name in hide:  # a package of that name first on the path, whose import fails as if not installed
-        (tmp_path / "hidden" / name).mkdir(parents=True)
-        (tmp_path / "hidden" / name / "__init__.py").write_text(
-            f"raise ModuleNotFoundError(\"No module named '{name}'\", name={name!r})\n")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path / "hidden"), env.get("PYTHONPATH")) if p)
+    if hide:
+        env = hide_modules(tmp_path / "hidden", hide, env)
     out = subprocess.run([sys.executable, "-m", "ae_parity.cli", "demo", "--preset", "shallow128", "--epochs", "2",
                           "--limit", "64", "--out", str(tmp_path / "demo")], capture_output=True, text=True,
                          env=env, timeout=600)

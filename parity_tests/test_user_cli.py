@@ -16,6 +16,7 @@ import pytest
 import ae_core
 from ae_core.training import load_checkpoint
 from ae_core.weights import read_metadata
+from helpers import hide_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 # a user's own architecture, built with the Python API as the README shows (not a preset)
@@ -27,12 +28,7 @@ def run_cli(*args, data_dir, env=None, hide=()):
     installed: a package of that name first on the path whose import raises ModuleNotFoundError)."""
     env = dict(os.environ, AE_PARITY_DATA=str(data_dir), **(env or {}))
     if hide:
-        stubs = Path(data_dir).parent / ("hidden-" + "-".join(hide))
-        for name in hide:
-            (stubs / name).mkdir(parents=True, exist_ok=True)
-            (stubs / name / "__init__.py").write_text(
-                f"raise ModuleNotFoundError(\"No module named '{name}'\", name={name!r})\n")
-        env["PYTHONPATH"] = os.pathsep.join([str(stubs), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env = hide_modules(Path(data_dir).parent / ("hidden-" + "-".join(hide)), hide, env)
     return subprocess.run([sys.executable, "-m", "ae_parity.cli", *args], capture_output=True, text=True,
                           env=env, timeout=600, cwd=ROOT)
 
@@ -210,8 +206,8 @@ def test_doctor_says_what_is_not_installed(monkeypatch):
     from ae_parity import doctor
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ModuleNotFoundError
-    real = doctor._version
-    monkeypatch.setattr(doctor, "_version", lambda name: doctor.MISSING if name in ("torch", "torchvision")
+    real = doctor.version_of
+    monkeypatch.setattr(doctor, "version_of", lambda name: doctor.MISSING if name in ("torch", "torchvision")
                         else real(name))
     r = doctor.report()
     assert r["torch"] == {"status": "not installed"} and r["packages"]["torch"] == "not installed"
